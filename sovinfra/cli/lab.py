@@ -1,0 +1,55 @@
+"""`sovinfra lab`: the built-in lab of nspawn hosts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from sovinfra.lab import manager
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def lab() -> None:
+    """The built-in lab: real systemd hosts in containers on this machine."""
+
+
+@lab.command()
+@click.option("--nodes", default=2, show_default=True, type=int, help="GPU nodes (plus one mirror host)")
+def up(nodes: int) -> None:
+    """Boot (or complete) the lab and write inventory/lab/."""
+    current = manager.up(nodes, log=_log)
+    click.echo(f"lab up: {len(current.hosts)} hosts; inventory written to inventory/lab/hosts.yml")
+
+
+@lab.command()
+def down() -> None:
+    """Remove every host, the bridge, nft table, cgroups and processes the lab made."""
+    left = manager.down(log=_log)
+    if not left.empty():
+        raise click.ClickException(f"lab down left things behind: {left}")
+    click.echo("lab down: nothing left behind")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(as_json: bool) -> None:
+    """Each lab host and whether it answers ssh."""
+    rows = manager.status()
+    if as_json:
+        click.echo(json.dumps({"hosts": [asdict(r) for r in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo("lab is down")
+        return
+    click.echo(f"{'HOST':<10} {'ADDRESS':<15} {'RUNNING':<8} {'SSH':<4} GROUPS")
+    for r in rows:
+        click.echo(
+            f"{r.name:<10} {r.address:<15} {'yes' if r.running else 'no':<8} "
+            f"{'yes' if r.ssh else 'no':<4} {','.join(r.groups)}"
+        )

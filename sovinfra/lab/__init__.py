@@ -1,0 +1,1 @@
+"""The built-in lab: real systemd hosts in systemd-nspawn containers on a private bridge."""

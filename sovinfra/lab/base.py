@@ -1,0 +1,61 @@
+"""The cached Debian base root filesystem every lab host boots from (read-only lower layer)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from sovinfra import paths
+from sovinfra.lab import config
+from sovinfra.lab.shell import run
+
+MARKER = ".sovinfra-base"
+
+
+def base_dir() -> Path:
+    return paths.lab_cache_dir() / f"base-{config.SUITE}"
+
+
+def is_ready(path: Path) -> bool:
+    marker = path / MARKER
+    return marker.exists() and marker.read_text().strip() == config.BASE_RECIPE
+
+
+def ensure_base(log: Callable[[str], None] = print) -> Path:
+    """Build the base once per machine; a half-built base is never used (built aside, then renamed)."""
+    target = base_dir()
+    if is_ready(target):
+        return target
+    log(f"building lab base image ({config.SUITE}, minbase) in {target} ...")
+    tmp = target.with_name(target.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(config.BASE_PACKAGES)}",
+            config.SUITE,
+            str(tmp),
+            config.DEBIAN_MIRROR,
+        ]
+    )
+    _prepare(tmp)
+    (tmp / MARKER).write_text(config.BASE_RECIPE + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _prepare(root: Path) -> None:
+    # Host keys and machine-id are per host: none may be shared through the lower layer.
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    run(["systemctl", f"--root={root}", "enable", "systemd-networkd.service", "ssh.service"])
+    (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    # Each host gets one pinned ed25519 key written by the lab; don't try to load the others.
+    (root / "etc/ssh/sshd_config.d/00-lab-hostkey.conf").write_text(
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+    )

@@ -1,0 +1,59 @@
+"""The lab's fixed layout: names, addresses and the base image recipe (pure data)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+BRIDGE = "svlab0"
+NFT_TABLE = "sovinfra_lab"
+MACHINE_PREFIX = "svlab-"
+CGROUP_NAME = "sovinfra-lab"
+APT_PROXY_PORT = 3142
+SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("SOVINFRA_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+BASE_PACKAGES = (
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "sudo",
+    "ca-certificates",
+)
+# Bump when the base recipe changes so cached bases are rebuilt.
+BASE_RECIPE = f"2:{SUITE}:{','.join(BASE_PACKAGES)}"
+MAX_NODES = 32
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    address: str
+    groups: tuple[str, ...]
+
+    @property
+    def machine(self) -> str:
+        return MACHINE_PREFIX + self.name
+
+
+def subnet() -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(os.environ.get("SOVINFRA_LAB_SUBNET", "10.213.7.0/24"))
+
+
+def gateway() -> str:
+    return str(subnet().network_address + 1)
+
+
+def plan_hosts(nodes: int) -> list[HostPlan]:
+    """One mirror host plus `nodes` GPU nodes, with stable addresses."""
+    net = subnet()
+    hosts = [HostPlan("mirror1", str(net.network_address + 10), ("model_mirror",))]
+    hosts += [
+        HostPlan(f"gpu{i}", str(net.network_address + 10 + i), ("gpu_nodes", "inference"))
+        for i in range(1, nodes + 1)
+    ]
+    return hosts

@@ -1,0 +1,51 @@
+"""The lab's Ansible inventory (inventory/lab/), rendered from its state (pure) and written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sovinfra.lab.state import LabState
+
+
+def hosts_document(state: LabState) -> dict[str, Any]:
+    groups: dict[str, dict[str, Any]] = {"gpu_nodes": {}, "model_mirror": {}, "inference": {}}
+    for host in state.hosts.values():
+        for group in host.groups:
+            groups.setdefault(group, {})[host.name] = {"ansible_host": host.address}
+    return {"all": {"children": {g: {"hosts": hosts or None} for g, hosts in groups.items()}}}
+
+
+def group_vars_all(state: LabState, lab_dir: Path) -> dict[str, Any]:
+    return {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
+        # Host key checking stays on: the lab pins the keys it generated for its hosts.
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={lab_dir / 'known_hosts'} -o StrictHostKeyChecking=yes",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "base_apt_proxy_url": f"http://{state.gateway}:3142",
+        # Lab hosts are containers: GPUs are simulated at the NVML boundary, none is on PCI.
+        "preflight_gpu_pci_required": False,
+        "sovinfra_lab": True,
+    }
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    header = "# Written by `sovinfra lab up`; rewritten on every run.\n"
+    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def write(state: LabState, inventory_dir: Path, lab_dir: Path) -> None:
+    _write(inventory_dir / "group_vars" / "all.yml", group_vars_all(state, lab_dir))
+    _write(inventory_dir / "hosts.yml", hosts_document(state))
+
+
+def remove(inventory_dir: Path) -> None:
+    for path in (inventory_dir / "hosts.yml", inventory_dir / "group_vars" / "all.yml"):
+        path.unlink(missing_ok=True)

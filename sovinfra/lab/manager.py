@@ -1,0 +1,141 @@
+"""`lab up`, `lab down`, `lab status`: the lab's lifecycle over its state file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sovinfra import paths
+from sovinfra.errors import UserError
+from sovinfra.lab import aptproxy, base, cgroups, config, hosts, network, processes, state
+from sovinfra.lab import inventory as lab_inventory
+from sovinfra.lab.shell import run
+
+Log = Callable[[str], None]
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("the lab needs root (it creates a bridge, nft rules and containers)")
+
+
+def _ensure_client_key(lab_dir: Path) -> str:
+    key = lab_dir / "id_ed25519"
+    if not key.exists():
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sovinfra-lab", "-f", str(key)])
+    return key.with_suffix(".pub").read_text()
+
+
+def up(nodes: int, log: Log = print) -> state.LabState:
+    _require_root()
+    if not 1 <= nodes <= config.MAX_NODES:
+        raise UserError(f"--nodes must be between 1 and {config.MAX_NODES}, got {nodes}")
+    lab_dir = paths.lab_dir()
+    current = state.load()
+    net = config.subnet()
+    if current.subnet and current.subnet != str(net):
+        raise UserError(f"a lab on {current.subnet} is up; run `sovinfra lab down` before changing subnet")
+    current.subnet, current.gateway = str(net), config.gateway()
+    state.save(current)  # record intent first: a crash from here on is cleaned up by `down`
+
+    base_root = base.ensure_base(log)
+    network.ensure_bridge(current.gateway, net.prefixlen)
+    network.ensure_nft()
+    current.apt_proxy_pid = aptproxy.ensure(current.gateway, current.apt_proxy_pid)
+    state.save(current)
+
+    client_key = _ensure_client_key(lab_dir)
+    plans = config.plan_hosts(nodes)
+    wanted = {p.name for p in plans}
+    for name in sorted(set(current.hosts) - wanted):
+        log(f"stopping {name} (not in a {nodes}-node lab)")
+        hosts.stop(name, current.hosts[name].pid)
+        hosts.remove_files(name)
+        del current.hosts[name]
+    known_hosts = []
+    started = []
+    for plan in plans:
+        host_key = hosts.prepare(plan, net.prefixlen, client_key)
+        known_hosts.append(f"{plan.address} {host_key}")
+        entry = current.hosts.get(plan.name)
+        if entry and processes.alive(entry.pid, plan.machine):
+            continue
+        pid = hosts.start(plan, base_root)
+        current.hosts[plan.name] = state.HostState(plan.name, plan.address, list(plan.groups), pid)
+        state.save(current)
+        started.append((plan, pid))
+    (lab_dir / "known_hosts").write_text("\n".join(known_hosts) + "\n")
+    for plan, pid in started:
+        hosts.wait_ssh(plan, pid)
+        log(f"{plan.name} {plan.address} up")
+    lab_inventory.write(current, paths.lab_inventory_dir(), lab_dir)
+    return current
+
+
+@dataclass
+class Leftovers:
+    processes: list[int]
+    cgroups: list[Path]
+    bridge: bool
+    nft_table: bool
+
+    def empty(self) -> bool:
+        return not (self.processes or self.cgroups or self.bridge or self.nft_table)
+
+
+def leftovers() -> Leftovers:
+    return Leftovers(
+        processes=hosts.stray_pids()
+        + processes.find(lambda args: any(aptproxy.MARK in a for a in args)),
+        cgroups=cgroups.leftovers(),
+        bridge=network.bridge_exists(),
+        nft_table=network.nft_table_exists(),
+    )
+
+
+def down(log: Log = print) -> Leftovers:
+    """Remove everything the lab made; works from the state file and, after a crash, by name."""
+    _require_root()
+    current = state.load()
+    for name, host in current.hosts.items():
+        hosts.stop(name, host.pid)
+        log(f"{name} stopped")
+    for pid in hosts.stray_pids():
+        processes.stop(pid, config.MACHINE_PREFIX)
+    aptproxy.stop(current.apt_proxy_pid)
+    cgroups.remove()
+    network.teardown()
+    hosts_root = paths.lab_dir() / "hosts"
+    if hosts_root.is_dir():
+        for child in hosts_root.iterdir():
+            hosts.remove_files(child.name)
+    lab_inventory.remove(paths.lab_inventory_dir())
+    state.remove()
+    return leftovers()
+
+
+@dataclass
+class HostStatus:
+    name: str
+    address: str
+    groups: list[str]
+    running: bool
+    ssh: bool
+
+
+def status() -> list[HostStatus]:
+    current = state.load()
+    result = []
+    for host in current.hosts.values():
+        running = processes.alive(host.pid, config.MACHINE_PREFIX + host.name)
+        result.append(
+            HostStatus(host.name, host.address, host.groups, running, running and hosts.ssh_answers(host.address))
+        )
+    return result
+
+
+def is_up() -> bool:
+    return any(h.running for h in status())

@@ -1,0 +1,47 @@
+"""Finding, starting and stopping the lab's own long-running processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def alive(pid: int, must_contain: str) -> bool:
+    """True when pid runs and its command line mentions `must_contain` (guards against pid reuse)."""
+    return pid > 0 and any(must_contain in arg for arg in cmdline(pid))
+
+
+def find(predicate: Callable[[list[str]], bool]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            args = cmdline(int(entry.name))
+            if args and predicate(args):
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop(pid: int, must_contain: str, timeout: float = 20.0) -> None:
+    """SIGTERM (nspawn turns it into a clean poweroff of the container), then SIGKILL."""
+    if not alive(pid, must_contain):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid, must_contain):
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    while alive(pid, must_contain):
+        time.sleep(0.1)

@@ -1,0 +1,56 @@
+"""The lab's state file: what `up` made, so `down` can remove it even after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sovinfra import paths
+
+
+@dataclass
+class HostState:
+    name: str
+    address: str
+    groups: list[str]
+    pid: int = 0
+
+
+@dataclass
+class LabState:
+    subnet: str = ""
+    gateway: str = ""
+    apt_proxy_pid: int = 0
+    hosts: dict[str, HostState] = field(default_factory=dict)
+
+
+def state_file() -> Path:
+    return paths.lab_dir() / "state.json"
+
+
+def load() -> LabState:
+    path = state_file()
+    if not path.exists():
+        return LabState()
+    raw = json.loads(path.read_text())
+    hosts = {name: HostState(**h) for name, h in raw.get("hosts", {}).items()}
+    return LabState(
+        subnet=raw.get("subnet", ""),
+        gateway=raw.get("gateway", ""),
+        apt_proxy_pid=raw.get("apt_proxy_pid", 0),
+        hosts=hosts,
+    )
+
+
+def save(state: LabState) -> None:
+    path = state_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    os.replace(tmp, path)
+
+
+def remove() -> None:
+    state_file().unlink(missing_ok=True)
