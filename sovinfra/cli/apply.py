@@ -1,7 +1,91 @@
-"""placeholder"""
+"""`sovinfra apply`: converge hosts with a playbook, showing progress and a per-host recap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
 import click
+
+from sovinfra import paths
+from sovinfra.ansible import runner
+from sovinfra.errors import UserError
+from sovinfra.inventory import site
+
+
+def _playbook_path(name: str) -> Path:
+    candidate = Path(name)
+    if candidate.is_file():
+        return candidate.resolve()
+    playbooks = paths.project_root() / "playbooks"
+    for option in (playbooks / name, playbooks / f"{name}.yml"):
+        if option.is_file():
+            return option
+    known = ", ".join(sorted(p.stem for p in playbooks.glob("*.yml")))
+    raise UserError(f"playbook {name!r} not found (known: {known})")
+
+
+class Progress:
+    """One line per host result worth seeing, and a running count of tasks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.task = ""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        kind = event["event"]
+        if kind == "play_start":
+            click.echo(f"== {event.get('play')}", err=True)
+        elif kind == "task_start":
+            self.task = str(event.get("task", ""))
+        elif kind == "host_result":
+            status = event.get("status")
+            if status in ("changed", "failed", "unreachable") or (
+                status == "ok" and str(event.get("msg", "")).lower().startswith("warning")
+            ):
+                msg = f": {event['msg']}" if event.get("msg") and status != "changed" else ""
+                click.echo(f"   {event.get('host')}: {status:<11} {self.task}{msg}", err=True)
+
+
+def _print_recap(result: runner.RunResult) -> None:
+    click.echo(f"{'HOST':<16} {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'UNREACH':>8} {'SKIPPED':>8}")
+    for host, r in sorted(result.recap.hosts.items()):
+        click.echo(f"{host:<16} {r.ok:>4} {r.changed:>8} {r.failed:>7} {r.unreachable:>8} {r.skipped:>8}")
 
 
 @click.command()
-def apply() -> None:
-    pass
+@click.argument("playbook", default="site")
+@click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
+@click.option("--limit", help="only these hosts/groups (Ansible pattern)")
+@click.option("--tags", help="only these tags (e.g. base,preflight)")
+@click.option("--check", is_flag=True, help="report what would change, change nothing")
+@click.option("--diff", is_flag=True, help="show file differences")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
+def apply(
+    playbook: str,
+    inventory_path: str | None,
+    limit: str | None,
+    tags: str | None,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+) -> None:
+    """Run PLAYBOOK (default: site) against the inventory."""
+    path = site.resolve(inventory_path)
+    inv, _ = site.load_checked(path)  # bad input fails here, before any host is touched
+    run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
+    result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
+    if as_json:
+        click.echo(json.dumps({"playbook": str(run.playbook), "ok": result.ok, **result.recap.as_dict()}, indent=2))
+    else:
+        _print_recap(result)
+    if not result.recap.complete and result.stderr.strip():
+        click.echo(result.stderr.strip()[-3000:], err=True)
+    if not result.ok:
+        failed = ", ".join(result.recap.failed_hosts) or "the playbook did not complete"
+        for f in result.recap.failures:
+            click.echo(f"failed: {f['host']}: {f['task']}: {f['msg']}", err=True)
+        raise SystemExit(f"apply failed: {failed}")

@@ -1,0 +1,109 @@
+"""Running ansible-playbook with the project's settings, reading its JSON-lines events as they come."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sovinfra import paths
+from sovinfra.ansible import events
+from sovinfra.errors import UserError
+
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+MAX_FORKS = 64
+
+
+@dataclass
+class PlaybookRun:
+    playbook: Path
+    inventory: Path
+    limit: str | None = None
+    tags: str | None = None
+    check: bool = False
+    diff: bool = False
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    recap: events.Recap
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.recap.complete and not self.recap.failed_hosts
+
+
+def forks_for(host_count: int) -> int:
+    """One fork per host up to a ceiling: a fleet converges in one wave, not in batches of 5."""
+    return max(5, min(host_count, MAX_FORKS))
+
+
+def command(run: PlaybookRun) -> list[str]:
+    cmd = ["ansible-playbook", "-i", str(run.inventory), str(run.playbook)]
+    if run.limit:
+        cmd += ["--limit", run.limit]
+    if run.tags:
+        cmd += ["--tags", run.tags]
+    if run.check:
+        cmd.append("--check")
+    if run.diff:
+        cmd.append("--diff")
+    return cmd + run.extra_args
+
+
+def environment(host_count: int, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    root = paths.project_root()
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+            "ANSIBLE_STDOUT_CALLBACK": "sovinfra_jsonl",
+            "ANSIBLE_CALLBACK_PLUGINS": str(PLUGIN_DIR),
+            "ANSIBLE_FORKS": str(forks_for(host_count)),
+            "ANSIBLE_NOCOLOR": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides or {})
+    return env
+
+
+def run_playbook(
+    run: PlaybookRun,
+    host_count: int,
+    on_event: Callable[[dict[str, Any]], None] = lambda _e: None,
+    env_overrides: dict[str, str] | None = None,
+) -> RunResult:
+    recap = events.Recap()
+    try:
+        proc = subprocess.Popen(
+            command(run),
+            cwd=paths.project_root(),
+            env=environment(host_count, env_overrides),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except FileNotFoundError as exc:
+        raise UserError("ansible-playbook is not installed (pip install ansible-core)") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr_chunks: list[str] = []
+    # Drain stderr beside stdout so a chatty stderr can never block the playbook.
+    drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    drain.start()
+    for line in proc.stdout:
+        event = events.parse_line(line)
+        if event:
+            events.apply_event(recap, event)
+            on_event(event)
+    returncode = proc.wait()
+    drain.join()
+    return RunResult(returncode, recap, "".join(stderr_chunks))
