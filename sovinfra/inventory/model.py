@@ -175,3 +175,22 @@ def load(path: Path) -> Inventory:
         values = _vars_mapping(read_yaml(file), file, [])
         inv.sources.append(VarSource(file, f"host {host}", values))
     return inv
+
+
+def _depth(inv: Inventory, group: str) -> int:
+    parents = [g for g, kids in inv.children.items() if group in kids]
+    return 0 if not parents or group == "all" else 1 + max(_depth(inv, p) for p in parents)
+
+
+def host_vars(inv: Inventory, host: str) -> dict[str, Any]:
+    """A host's variables with Ansible's precedence: all, then groups by depth and name, then the host."""
+    groups = sorted(inv.groups_of(host), key=lambda g: (g != "all", _depth(inv, g), g))
+    merged: dict[str, Any] = {}
+    for group in groups:
+        for source in inv.sources:
+            if source.scope == f"group {group}":
+                merged.update(source.values)
+    for source in inv.sources:
+        if source.scope == f"host {host}":
+            merged.update(source.values)
+    return merged
