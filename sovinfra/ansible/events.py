@@ -61,13 +61,13 @@ def apply_event(recap: Recap, event: dict[str, Any]) -> None:
         host, status = str(event.get("host", "?")), event.get("status")
         entry = {"host": host, "task": str(event.get("task", "")), "msg": str(event.get("msg", ""))}
         recap.hosts.setdefault(host, HostRecap())
-        if status == "failed" and not event.get("ignored"):
-            recap.failures.append(entry)
-        elif status == "unreachable":
+        if (status == "failed" and not event.get("ignored")) or status == "unreachable":
             recap.failures.append(entry)
         elif status == "changed":
             recap.changes.append(entry)
-        if event.get("action") in ("debug", "ansible.builtin.debug") and entry["msg"].lower().startswith("warning"):
+        if event.get("action") in ("debug", "ansible.builtin.debug") and entry["msg"].lower().startswith(
+            "warning"
+        ):
             recap.warnings.append(entry)
     elif kind == "stats":
         # The final word: Ansible's own counters replace what we tallied from results.

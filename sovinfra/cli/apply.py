@@ -79,7 +79,9 @@ def apply(
     run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
     result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
     if as_json:
-        click.echo(json.dumps({"playbook": str(run.playbook), "ok": result.ok, **result.recap.as_dict()}, indent=2))
+        click.echo(
+            json.dumps({"playbook": str(run.playbook), "ok": result.ok, **result.recap.as_dict()}, indent=2)
+        )
     else:
         _print_recap(result)
     if not result.recap.complete and result.stderr.strip():

@@ -22,17 +22,26 @@ def facts(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     hosts = sorted(inv.hosts)
     if limit:
         wanted = {w.strip() for w in limit.split(",") if w.strip()}
-        hosts = sorted({h for w in wanted for h in (inv.hosts_in(w) if w in inv.groups else {w})} & set(hosts))
+        hosts = sorted(
+            {h for w in wanted for h in (inv.hosts_in(w) if w in inv.groups else {w})} & set(hosts)
+        )
     reads = read_all(inv, hosts, NodeFacts)
     if as_json:
         click.echo(
             json.dumps(
-                {"hosts": {h: {"reachable": r.reachable, "error": r.error, "facts": r.value} for h, r in reads.items()}},
+                {
+                    "hosts": {
+                        h: {"reachable": r.reachable, "error": r.error, "facts": r.value}
+                        for h, r in reads.items()
+                    }
+                },
                 indent=2,
             )
         )
     else:
-        click.echo(f"{'HOST':<12} {'OS':<32} {'KERNEL':<22} {'CPUS':>4} {'MEM GiB':>8} {'GPUS':>4} SECURE BOOT")
+        click.echo(
+            f"{'HOST':<12} {'OS':<32} {'KERNEL':<22} {'CPUS':>4} {'MEM GiB':>8} {'GPUS':>4} SECURE BOOT"
+        )
         for h, r in reads.items():
             if not r.reachable:
                 click.echo(f"{h:<12} unreachable: {r.error}")
@@ -40,8 +49,8 @@ def facts(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
             f = r.value
             mem = f"{(f.get('mem_kib') or 0) / 1048576:.1f}"
             click.echo(
-                f"{h:<12} {f.get('os_name', '')[:32]:<32} {f.get('kernel', '')[:22]:<22} {f.get('cpus') or 0:>4} "
-                f"{mem:>8} {len(f['nvidia_pci']):>4} {f.get('secure_boot')}"
+                f"{h:<12} {f.get('os_name', '')[:32]:<32} {f.get('kernel', '')[:22]:<22} "
+                f"{f.get('cpus') or 0:>4} {mem:>8} {len(f['nvidia_pci']):>4} {f.get('secure_boot')}"
             )
     if any(not r.reachable for r in reads.values()):
         raise SystemExit(1)

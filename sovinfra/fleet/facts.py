@@ -41,7 +41,7 @@ def parse_node_facts(lines: list[str]) -> dict[str, Any]:
         if not sep:
             continue
         if key == "disk":
-            name, size, rota = (value.split(":") + ["", "", ""])[:3]
+            name, size, rota = ([*value.split(":"), "", "", ""])[:3]
             facts["disks"].append(
                 {"name": name, "bytes": int(size) if size.isdigit() else None, "rotational": rota == "1"}
             )
@@ -61,7 +61,7 @@ class NodeFacts(FactBase):
     def command(self) -> str:
         return "sh -c " + _quote(NODE_FACTS_COMMAND)
 
-    def process(self, output: list[str]) -> dict[str, Any]:  # type: ignore[override]
+    def process(self, output: list[str]) -> dict[str, Any]:
         return parse_node_facts(output)
 
 

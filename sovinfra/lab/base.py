@@ -56,6 +56,4 @@ def _prepare(root: Path) -> None:
     run(["systemctl", f"--root={root}", "enable", "systemd-networkd.service", "ssh.service"])
     (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
     # Each host gets one pinned ed25519 key written by the lab; don't try to load the others.
-    (root / "etc/ssh/sshd_config.d/00-lab-hostkey.conf").write_text(
-        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
-    )
+    (root / "etc/ssh/sshd_config.d/00-lab-hostkey.conf").write_text("HostKey /etc/ssh/ssh_host_ed25519_key\n")

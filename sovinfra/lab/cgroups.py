@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,10 +32,8 @@ def _rmdir_tree(path: Path) -> None:
     for child in path.iterdir():
         if child.is_dir():
             _rmdir_tree(child)
-    try:
+    with contextlib.suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass
 
 
 def remove(host: str | None = None) -> list[Path]:

@@ -67,7 +67,7 @@ def start(plan: HostPlan, base: Path) -> int:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=lambda: cgroups.enter(plan.name),  # noqa: PLW1509 - only writes cgroup.procs
+        preexec_fn=lambda: cgroups.enter(plan.name),
     )
     return proc.pid
 
@@ -106,6 +106,8 @@ def remove_files(name: str) -> None:
 def stray_pids() -> list[int]:
     """nspawn processes of the lab that no state file knows of (after a crash)."""
     return processes.find(
-        lambda args: "systemd-nspawn" in args[0]
-        and any(a.startswith(f"--machine={config.MACHINE_PREFIX}") for a in args)
+        lambda args: (
+            "systemd-nspawn" in args[0]
+            and any(a.startswith(f"--machine={config.MACHINE_PREFIX}") for a in args)
+        )
     )

@@ -24,7 +24,9 @@ def group_vars_all(state: LabState, lab_dir: Path) -> dict[str, Any]:
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
         # Host key checking stays on: the lab pins the keys it generated for its hosts.
-        "ansible_ssh_common_args": f"-o UserKnownHostsFile={lab_dir / 'known_hosts'} -o StrictHostKeyChecking=yes",
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={lab_dir / 'known_hosts'} -o StrictHostKeyChecking=yes"
+        ),
         "ansible_python_interpreter": "/usr/bin/python3",
         "base_apt_proxy_url": f"http://{state.gateway}:3142",
         # Lab hosts are containers: GPUs are simulated at the NVML boundary, none is on PCI.

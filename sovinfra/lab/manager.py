@@ -88,8 +88,7 @@ class Leftovers:
 
 def leftovers() -> Leftovers:
     return Leftovers(
-        processes=hosts.stray_pids()
-        + processes.find(lambda args: any(aptproxy.MARK in a for a in args)),
+        processes=hosts.stray_pids() + processes.find(lambda args: any(aptproxy.MARK in a for a in args)),
         cgroups=cgroups.leftovers(),
         bridge=network.bridge_exists(),
         nft_table=network.nft_table_exists(),
@@ -132,7 +131,9 @@ def status() -> list[HostStatus]:
     for host in current.hosts.values():
         running = processes.alive(host.pid, config.MACHINE_PREFIX + host.name)
         result.append(
-            HostStatus(host.name, host.address, host.groups, running, running and hosts.ssh_answers(host.address))
+            HostStatus(
+                host.name, host.address, host.groups, running, running and hosts.ssh_answers(host.address)
+            )
         )
     return result
 

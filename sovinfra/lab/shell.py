@@ -11,9 +11,7 @@ from sovinfra.errors import UserError
 def run(cmd: Sequence[str], *, check: bool = True, input_text: str | None = None) -> str:
     """Run a command, return its stdout; on failure raise UserError with the command and its stderr."""
     try:
-        proc = subprocess.run(
-            list(cmd), input=input_text, capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(list(cmd), input=input_text, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
         raise UserError(f"{cmd[0]} is not installed (needed by the lab)") from exc
     if check and proc.returncode != 0:

@@ -80,6 +80,8 @@ class CallbackModule(CallbackBase):
         hosts = {}
         for host in sorted(stats.processed):
             summary = stats.summarize(host)
-            hosts[host] = {k: summary.get(k, 0) for k in ("ok", "changed", "failures", "unreachable",
-                                                          "skipped", "rescued", "ignored")}
+            hosts[host] = {
+                k: summary.get(k, 0)
+                for k in ("ok", "changed", "failures", "unreachable", "skipped", "rescued", "ignored")
+            }
         self._emit("stats", hosts=hosts)

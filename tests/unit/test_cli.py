@@ -1,0 +1,77 @@
+"""The CLI in-process: user errors exit 2 with a message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.delenv("SOVINFRA_INVENTORY", raising=False)
+    monkeypatch.setenv("SOVINFRA_LAB_DIR", str(tmp_path / "no-lab"))  # the lab is down for these tests
+    return CliRunner()
+
+
+def test_every_verb_has_help(runner: CliRunner) -> None:
+    for args in (
+        ["--help"],
+        ["lab", "--help"],
+        ["lab", "up", "--help"],
+        ["inventory", "check", "--help"],
+        ["apply", "--help"],
+        ["facts", "--help"],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, args
+    assert "--json" in runner.invoke(cli, ["apply", "--help"]).output
+
+
+def test_inventory_check_json(runner: CliRunner, example_inventory: Path) -> None:
+    result = runner.invoke(cli, ["inventory", "check", "-i", str(example_inventory), "--json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.output)
+    assert doc["ok"] is True
+    assert len(doc["groups"]["gpu_nodes"]) == 8
+
+
+def test_bad_inventory_exits_2_naming_file_and_key(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "hosts.yml").write_text(
+        yaml.safe_dump({"all": {"hosts": {"h": {"base_ssh_max_auth_tries": "x"}}}})
+    )
+    for args in (["inventory", "check"], ["apply"], ["facts"]):
+        result = runner.invoke(cli, [*args, "-i", str(tmp_path)])
+        assert result.exit_code == 2, args
+        assert "hosts.yml" in result.output and "base_ssh_max_auth_tries" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_no_inventory_says_what_to_do(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["apply"])
+    assert result.exit_code == 2
+    assert "sovinfra lab up" in result.output
+
+
+def test_unknown_playbook_is_a_user_error(runner: CliRunner, example_inventory: Path) -> None:
+    result = runner.invoke(cli, ["apply", "nosuchbook", "-i", str(example_inventory)])
+    assert result.exit_code == 2
+    assert "nosuchbook" in result.output and "site" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab checks for root first")
+def test_lab_up_rejects_bad_node_count(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["lab", "up", "--nodes", "0"])
+    assert result.exit_code == 2
+    assert "--nodes" in result.output
+
+
+def test_lab_status_when_down(runner: CliRunner) -> None:
+    assert runner.invoke(cli, ["lab", "status"]).output.strip() == "lab is down"
+    assert json.loads(runner.invoke(cli, ["lab", "status", "--json"]).output) == {"hosts": []}

@@ -1,0 +1,38 @@
+"""The lab's pure parts: host plan, firewall rules and the inventory it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sovinfra.inventory import site
+from sovinfra.lab import config, network
+from sovinfra.lab import inventory as lab_inventory
+from sovinfra.lab.state import HostState, LabState
+
+
+def test_plan_has_one_mirror_and_n_gpu_nodes() -> None:
+    plans = config.plan_hosts(3)
+    assert [p.name for p in plans] == ["mirror1", "gpu1", "gpu2", "gpu3"]
+    assert len({p.address for p in plans}) == 4
+    assert all(p.address.startswith("10.213.7.") for p in plans)
+    assert plans[1].machine == "svlab-gpu1"
+
+
+def test_nft_rules_drop_all_forwarding_through_the_bridge() -> None:
+    rules = network.nft_ruleset()
+    assert f'iifname "{config.BRIDGE}" drop' in rules
+    assert f'oifname "{config.BRIDGE}" drop' in rules
+
+
+def test_written_inventory_passes_the_check(tmp_path: Path) -> None:
+    state = LabState(subnet="10.213.7.0/24", gateway="10.213.7.1")
+    for p in config.plan_hosts(2):
+        state.hosts[p.name] = HostState(p.name, p.address, list(p.groups), 1)
+    lab_inventory.write(state, tmp_path / "lab", tmp_path)
+    inv, problems = site.load_checked(tmp_path / "lab")
+    assert inv.hosts_in("gpu_nodes") == {"gpu1", "gpu2"}
+    assert inv.hosts_in("model_mirror") == {"mirror1"}
+    assert not problems
+    text = (tmp_path / "lab" / "group_vars" / "all.yml").read_text()
+    assert "StrictHostKeyChecking=yes" in text
+    assert "http://10.213.7.1:3142" in text
