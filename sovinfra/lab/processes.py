@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -32,16 +33,25 @@ def find(predicate: Callable[[list[str]], bool]) -> list[int]:
     return pids
 
 
+def _reap(pid: int) -> None:
+    """When this process started `pid` (tests run the lab in-process), collect it: no zombies."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def stop(pid: int, must_contain: str, timeout: float = 20.0) -> None:
     """SIGTERM (nspawn turns it into a clean poweroff of the container), then SIGKILL."""
     if not alive(pid, must_contain):
+        _reap(pid)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap(pid)
         if not alive(pid, must_contain):
             return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
     while alive(pid, must_contain):
+        _reap(pid)
         time.sleep(0.1)

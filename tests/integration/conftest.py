@@ -1,0 +1,39 @@
+"""One lab for the whole test session, torn down at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from sovinfra import paths
+from sovinfra.lab import manager
+from sovinfra.lab.state import LabState
+
+NODES = 2
+
+
+def _lab_possible() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for tool in ("systemd-nspawn", "debootstrap", "nft", "apt-cacher-ng"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (run scripts/setup)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabState]:
+    reason = _lab_possible()
+    if reason:
+        pytest.skip(reason)
+    state = manager.up(NODES, log=lambda _m: None)
+    yield state
+    manager.down(log=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def lab_inventory(lab: object) -> str:
+    return str(paths.lab_inventory_dir())

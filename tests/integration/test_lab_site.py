@@ -1,0 +1,82 @@
+"""The lab end to end: hosts up, site converged, idempotent, check mode clean, base state verified."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import testinfra
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.lab import config, hosts, manager
+from sovinfra.lab.state import LabState
+
+pytestmark = pytest.mark.lab
+
+
+def apply_json(inventory: str, *args: str) -> dict:
+    result = CliRunner().invoke(cli, ["apply", "-i", inventory, "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_lab_hosts_answer(lab: LabState) -> None:
+    result = CliRunner().invoke(cli, ["lab", "status", "--json"])
+    rows = json.loads(result.output)["hosts"]
+    assert {r["name"] for r in rows} == {"mirror1", "gpu1", "gpu2"}
+    assert all(r["running"] and r["ssh"] for r in rows)
+
+
+def test_up_twice_duplicates_nothing(lab: LabState) -> None:
+    before = {n: h.pid for n, h in manager.state.load().hosts.items()}
+    manager.up(2, log=lambda _m: None)
+    after = {n: h.pid for n, h in manager.state.load().hosts.items()}
+    assert before == after
+    assert len(hosts.stray_pids()) == 3
+    links = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True)
+    assert links.stdout.count(f"{config.BRIDGE}:") == 1
+
+
+def test_site_converges_then_reports_nothing_to_change(lab_inventory: str) -> None:
+    first = apply_json(lab_inventory)
+    assert first["ok"] and first["complete"]
+    second = apply_json(lab_inventory)
+    assert second["ok"]
+    assert {h: r["changed"] for h, r in second["hosts"].items()} == {"gpu1": 0, "gpu2": 0, "mirror1": 0}
+    checked = apply_json(lab_inventory, "--check")
+    assert checked["ok"] and not checked["changes"]
+
+
+@pytest.fixture(scope="module")
+def node(lab_inventory: str) -> testinfra.host.Host:
+    return testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
+
+
+def test_base_state(node: testinfra.host.Host, lab: LabState) -> None:
+    for package in ("curl", "gnupg", "pciutils", "systemd-timesyncd"):
+        assert node.package(package).is_installed, package
+    proxy = node.file("/etc/apt/apt.conf.d/01sovinfra-proxy")
+    assert proxy.contains(f"http://{lab.gateway}:3142")
+    sshd = node.check_output("sshd -T")
+    assert "passwordauthentication no" in sshd
+    assert "permitrootlogin without-password" in sshd or "permitrootlogin prohibit-password" in sshd
+    assert "maxauthtries 3" in sshd
+    assert node.service("systemd-timesyncd").is_enabled
+
+
+def test_lab_hosts_are_air_gapped(node: testinfra.host.Host, lab: LabState) -> None:
+    assert "default" not in node.check_output("ip route")
+    # Packages come through the gateway's proxy, the only way out.
+    assert node.run("apt-get -q update").rc == 0
+    direct = node.run("apt-get -q -o Acquire::http::Proxy=false -o Acquire::Retries=0 update")
+    assert "Failed to fetch" in direct.stdout + direct.stderr or direct.rc != 0
+
+
+def test_facts_through_pyinfra(lab_inventory: str) -> None:
+    result = CliRunner().invoke(cli, ["facts", "-i", lab_inventory, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)["hosts"]
+    assert set(doc) == {"mirror1", "gpu1", "gpu2"}
+    assert all(h["reachable"] and h["facts"]["os_id"] == "debian" for h in doc.values())
