@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -9,9 +10,30 @@ import click
 from sovinfra import __version__
 from sovinfra.errors import UserError
 
+# Verb -> module:attribute. Imported on use, so `sovinfra health` on a GPU node loads neither
+# Ansible nor pyinfra.
+COMMANDS = {
+    "lab": "sovinfra.cli.lab:lab",
+    "inventory": "sovinfra.cli.inventory:inventory",
+    "apply": "sovinfra.cli.apply:apply",
+    "facts": "sovinfra.cli.facts:facts",
+    "health": "sovinfra.cli.health:health",
+}
+
 
 class SovinfraGroup(click.Group):
-    """Turns UserError into a one-line message and exit 2: no tracebacks for user errors."""
+    """Loads verbs lazily; turns UserError into a one-line message and exit 2 (no tracebacks)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -25,18 +47,6 @@ class SovinfraGroup(click.Group):
 @click.version_option(__version__, prog_name="sovinfra")
 def cli() -> None:
     """Provision, verify and rebuild an owned GPU site over SSH."""
-
-
-def _register() -> None:
-    from sovinfra.cli import apply, facts, inventory, lab
-
-    cli.add_command(lab.lab)
-    cli.add_command(inventory.inventory)
-    cli.add_command(apply.apply)
-    cli.add_command(facts.facts)
-
-
-_register()
 
 
 def main() -> None:

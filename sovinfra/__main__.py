@@ -1,0 +1,3 @@
+from sovinfra.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""GPU health: NVML readings (collect), pure judgement (checks), and reports (JSON, Prometheus)."""
