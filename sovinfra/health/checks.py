@@ -148,6 +148,17 @@ def check_pcie(g: GpuReading, _m: GpuModel, _n: NodeReading, _e: Expectations) -
 def check_nvlink(g: GpuReading, m: GpuModel, _n: NodeReading, _e: Expectations) -> list[Finding]:
     if m.nvlinks == 0:
         return []
+    if not g.nvlinks:
+        # Seen on a real H100 SXM passed through to a VM: NVML answers for no link at all.
+        return [
+            _f(
+                g,
+                "nvlink",
+                "warn",
+                f"no NVLink state readable (the model has {m.nvlinks})",
+                "on a VM with one GPU set the node's health expectation nvlinks: 0",
+            )
+        ]
     out = []
     active = [link for link in g.nvlinks if link.active]
     if len(active) < m.nvlinks:
@@ -387,7 +398,7 @@ def check_node(node: NodeReading, e: Expectations | None = None) -> list[Finding
     e = e or Expectations()
     findings = check_identity(node, e) + check_versions(node, e)
     for g in node.gpus:
-        m = model_for(g.name, e.thresholds)
+        m = model_for(g.name, e.thresholds, nvlinks=e.nvlinks, nvswitch=e.nvswitch)
         for check in GPU_CHECKS:
             findings += check(g, m, node, e)
     if not node.gpus and e.gpu_count is None and not e.serials and not e.bus_ids:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ class Expectations:
     driver_version: str | None = None
     cuda_version: str | None = None
     mig_enabled: bool | None = None
+    nvlinks: int | None = None  # overrides the model: e.g. 0 for one SXM GPU passed through to a VM
+    nvswitch: bool | None = None  # overrides the model: whether a fabric manager must have the GPU
     thresholds: dict[str, float] = field(default_factory=dict)
 
 
@@ -35,19 +37,22 @@ def from_mapping(data: Any, where: str) -> Expectations:
         return Expectations()
     if not isinstance(data, dict):
         raise UserError(f"{where}: must be a mapping")
-    known = {"gpu_count", "serials", "bus_ids", "driver_version", "cuda_version", "mig_enabled", "thresholds"}
+    known = {f.name for f in fields(Expectations)}
     for key in data:
         if key not in known:
             raise UserError(f"{where}: {key}: unknown key (known: {', '.join(sorted(known))})")
+    for key in ("gpu_count", "nvlinks"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise UserError(f"{where}: {key}: must be a whole number >= 0")
     count = data.get("gpu_count")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-        raise UserError(f"{where}: gpu_count: must be a whole number >= 0")
     for key in ("driver_version", "cuda_version"):
         if data.get(key) is not None and not isinstance(data[key], str | int | float):
             raise UserError(f"{where}: {key}: must be a version string")
+    for key in ("mig_enabled", "nvswitch"):
+        if data.get(key) is not None and not isinstance(data[key], bool):
+            raise UserError(f"{where}: {key}: must be true or false")
     mig = data.get("mig_enabled")
-    if mig is not None and not isinstance(mig, bool):
-        raise UserError(f"{where}: mig_enabled: must be true or false")
     thresholds = data.get("thresholds") or {}
     if not isinstance(thresholds, dict):
         raise UserError(f"{where}: thresholds: must be a mapping")
@@ -65,6 +70,8 @@ def from_mapping(data: Any, where: str) -> Expectations:
         driver_version=str(data["driver_version"]) if data.get("driver_version") is not None else None,
         cuda_version=str(data["cuda_version"]) if data.get("cuda_version") is not None else None,
         mig_enabled=mig,
+        nvlinks=data.get("nvlinks"),
+        nvswitch=data.get("nvswitch"),
         thresholds={k: float(v) for k, v in thresholds.items()},
     )
 

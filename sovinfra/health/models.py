@@ -33,13 +33,22 @@ def _data() -> dict[str, Any]:
     return yaml.safe_load((Path(__file__).parent / "models.yml").read_text())
 
 
-def model_for(gpu_name: str, overrides: dict[str, float] | None = None) -> GpuModel:
+def model_for(
+    gpu_name: str,
+    overrides: dict[str, float] | None = None,
+    nvlinks: int | None = None,
+    nvswitch: bool | None = None,
+) -> GpuModel:
     data = _data()
     lowered = gpu_name.lower()
     for entry in data["models"]:
         if any(m.lower() in lowered for m in entry["match"]):
             thresholds = {**data["defaults"], **entry.get("thresholds", {}), **(overrides or {})}
             return GpuModel(
-                entry["name"], entry["nvlinks"], entry["nvswitch"], entry["row_remapping"], thresholds
+                entry["name"],
+                entry["nvlinks"] if nvlinks is None else nvlinks,
+                entry["nvswitch"] if nvswitch is None else nvswitch,
+                entry["row_remapping"],
+                thresholds,
             )
     raise AssertionError("models.yml must end with a catch-all model")
