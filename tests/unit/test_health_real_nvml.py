@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import FIXTURES
 
 from sovinfra.health import checks, report
 from sovinfra.health.expect import Expectations
 from sovinfra.health.readings import NodeReading
+from tests.conftest import FIXTURES
 
 REAL = FIXTURES / "real_nvml"
 VM_SINGLE_GPU = Expectations(
