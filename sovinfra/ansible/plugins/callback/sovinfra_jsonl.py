@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -34,6 +35,7 @@ class CallbackModule(CallbackBase):
 
     def _emit(self, event, **data):
         data["event"] = event
+        data["t"] = round(time.time(), 3)
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         sys.stdout.flush()
 
