@@ -19,6 +19,13 @@ def lab() -> None:
     """The built-in lab: real systemd hosts in containers on this machine."""
 
 
+def _register() -> None:
+    from sovinfra.cli import lab_gpu
+
+    lab.add_command(lab_gpu.nvml)
+    lab.add_command(lab_gpu.gpu)
+
+
 @lab.command()
 @click.option("--nodes", default=2, show_default=True, type=int, help="GPU nodes (plus one mirror host)")
 def up(nodes: int) -> None:
@@ -53,3 +60,6 @@ def status(as_json: bool) -> None:
             f"{r.name:<10} {r.address:<15} {'yes' if r.running else 'no':<8} "
             f"{'yes' if r.ssh else 'no':<4} {','.join(r.groups)}"
         )
+
+
+_register()

@@ -273,7 +273,7 @@ def check_mig(g: GpuReading, _m: GpuModel, _n: NodeReading, e: Expectations) -> 
 
 
 def check_fabric(g: GpuReading, m: GpuModel, _n: NodeReading, _e: Expectations) -> list[Finding]:
-    if not m.nvswitch:
+    if not m.nvswitch or not m.fabric_info:
         return []
     if g.fabric_state is None or g.fabric_state == "not_supported":
         return [

@@ -217,13 +217,24 @@ def read_kernel_log() -> tuple[list[str], bool]:
     return lines, True
 
 
+def _simulator_detail() -> str:
+    """The lab's NVML simulator says which profile key is wrong; a real driver has no such call."""
+    lib = getattr(pynvml, "nvmlLib", None)
+    hook = getattr(lib, "sovsim_last_error", None) if lib is not None else None
+    if hook is None:
+        return ""
+    hook.restype = ctypes.c_char_p
+    detail = hook()
+    return f" ({detail.decode()})" if detail else ""
+
+
 def collect(xid_window_s: float = 0.0, kernel_log: bool = True) -> NodeReading:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
             raise NvmlUnavailable("no NVIDIA driver: libnvidia-ml.so.1 could not be loaded") from exc
-        raise NvmlUnavailable(f"NVML did not initialise: {exc}") from exc
+        raise NvmlUnavailable(f"NVML did not initialise: {exc}{_simulator_detail()}") from exc
     try:
         r = _Reader()
         cuda = r.get("cuda version", pynvml.nvmlSystemGetCudaDriverVersion_v2)

@@ -26,6 +26,7 @@ class GpuModel:
     nvswitch: bool
     row_remapping: bool
     thresholds: dict[str, float]
+    fabric_info: bool = True
 
 
 @lru_cache(maxsize=1)
@@ -50,5 +51,6 @@ def model_for(
                 entry["nvswitch"] if nvswitch is None else nvswitch,
                 entry["row_remapping"],
                 thresholds,
+                entry.get("fabric_info", True),
             )
     raise AssertionError("models.yml must end with a catch-all model")
