@@ -18,6 +18,7 @@ COMMANDS = {
     "apply": "sovinfra.cli.apply:apply",
     "facts": "sovinfra.cli.facts:facts",
     "health": "sovinfra.cli.health:health",
+    "verify": "sovinfra.cli.verify:verify",
 }
 
 

@@ -31,6 +31,8 @@ def group_vars_all(state: LabState, lab_dir: Path) -> dict[str, Any]:
         "base_apt_proxy_url": f"http://{state.gateway}:3142",
         # Lab hosts are containers: GPUs are simulated at the NVML boundary, none is on PCI.
         "preflight_gpu_pci_required": False,
+        # ...and read through the NVML simulator, with a profile `sovinfra lab gpu` can swap.
+        "health_agent_nvml_simulator": True,
         "sovinfra_lab": True,
     }
 

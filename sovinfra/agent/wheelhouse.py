@@ -1,0 +1,99 @@
+"""Build the health agent's wheelhouse on the control node: sovinfra plus what `sovinfra health` imports.
+
+Reproducible and cached: the sovinfra wheel is rebuilt only when its sources change (so a re-converge
+copies nothing), and dependency wheels are fetched once per node Python version, at the versions the
+control node itself runs. Prints "built ..." when it changed something (the role's changed_when).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from sovinfra import paths
+
+# What the agent imports on a node: no Ansible, no pyinfra.
+AGENT_DEPS = ("nvidia-ml-py", "click", "PyYAML")
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+STAMP = ".sovinfra-source"
+
+
+def source_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in (root / "sovinfra").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in [root / "pyproject.toml", *files]:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _sovinfra_wheel(root: Path, dest: Path) -> bool:
+    digest = source_digest(root)
+    stamp = dest / STAMP
+    if stamp.exists() and stamp.read_text() == digest and list(dest.glob("sovinfra-*.whl")):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # fixed zip times: same sources, same bytes
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             "--wheel-dir", tmp, str(root)],
+            check=True, env=env, cwd=tmp,
+        )  # fmt: skip
+        for old in dest.glob("sovinfra-*.whl"):
+            old.unlink()
+        for wheel in Path(tmp).glob("sovinfra-*.whl"):
+            shutil.move(str(wheel), dest / wheel.name)
+    stamp.write_text(digest)
+    return True
+
+
+def _dep_wheels(dest: Path, python_version: str) -> list[str]:
+    fetched = []
+    for dist in AGENT_DEPS:
+        version = metadata.version(dist)
+        # Wheel file names normalise the project name (PyYAML -> PyYAML or pyyaml).
+        stem = dist.replace("-", "_").lower()
+        tag = "cp" + python_version.replace(".", "")
+        have = [
+            w for w in dest.glob("*.whl")
+            if w.name.lower().startswith(f"{stem}-{version}-") and ("py3-none" in w.name or f"-{tag}-" in w.name)
+        ]  # fmt: skip
+        if have:
+            continue
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+               "--python-version", python_version, "--implementation", "cp", "--dest", str(dest)]  # fmt: skip
+        for platform in PLATFORMS:
+            cmd += ["--platform", platform]
+        subprocess.run([*cmd, f"{dist}=={version}"], check=True)
+        fetched.append(f"{dist}=={version} for Python {python_version}")
+    return fetched
+
+
+def build(dest: Path, python_versions: list[str]) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    changes = []
+    if _sovinfra_wheel(paths.project_root(), dest):
+        changes.append("sovinfra wheel")
+    for version in python_versions:
+        changes += _dep_wheels(dest, version)
+    return changes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--python", action="append", default=[], help="node Python X.Y (repeatable)")
+    args = parser.parse_args()
+    changes = build(args.dest, sorted(set(args.python)))
+    print("built " + ", ".join(changes) if changes else "wheelhouse up to date")
+
+
+if __name__ == "__main__":
+    main()
