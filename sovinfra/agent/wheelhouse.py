@@ -61,9 +61,10 @@ def _dep_wheels(dest: Path, python_version: str) -> list[str]:
         # Wheel file names normalise the project name (PyYAML -> PyYAML or pyyaml).
         stem = dist.replace("-", "_").lower()
         tag = "cp" + python_version.replace(".", "")
+        prefix = f"{stem}-{version}-"
         have = [
             w for w in dest.glob("*.whl")
-            if w.name.lower().startswith(f"{stem}-{version}-") and ("py3-none" in w.name or f"-{tag}-" in w.name)
+            if w.name.lower().startswith(prefix) and ("py3-none" in w.name or f"-{tag}-" in w.name)
         ]  # fmt: skip
         if have:
             continue

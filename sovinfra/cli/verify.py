@@ -43,8 +43,10 @@ def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None
     else:
         click.echo(f"{'HOST':<12} {'STATUS':<12} {'GPU':>3} {'SERIAL':<16} {'BUS ID':<18} {'SEV':<5} "
                    f"{'CHECK':<14} MESSAGE")  # fmt: skip
-        for row in (asdict(r) for r in fleet.rows()):
-            click.echo(f"{row['host']:<12} {row['status']:<12} {row['gpu']:>3} {row['serial']:<16} "
-                       f"{row['bus_id']:<18} {row['severity']:<5} {row['check']:<14} {row['message']}")  # fmt: skip
+        for r in (asdict(row) for row in fleet.rows()):
+            click.echo(
+                f"{r['host']:<12} {r['status']:<12} {r['gpu']:>3} {r['serial']:<16} "
+                f"{r['bus_id']:<18} {r['severity']:<5} {r['check']:<14} {r['message']}"
+            )
     if fleet.failed_hosts:
         raise SystemExit(1)
