@@ -37,3 +37,17 @@ def lab() -> Iterator[LabState]:
 @pytest.fixture(scope="session")
 def lab_inventory(lab: object) -> str:
     return str(paths.lab_inventory_dir())
+
+
+@pytest.fixture(scope="session")
+def converged(lab_inventory: str) -> dict:
+    """site.yml applied once for the session; the first run's JSON summary."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+
+    result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)

@@ -39,9 +39,8 @@ def test_up_twice_duplicates_nothing(lab: LabState) -> None:
     assert links.stdout.count(f"{config.BRIDGE}:") == 1
 
 
-def test_site_converges_then_reports_nothing_to_change(lab_inventory: str) -> None:
-    first = apply_json(lab_inventory)
-    assert first["ok"] and first["complete"]
+def test_site_converges_then_reports_nothing_to_change(lab_inventory: str, converged: dict) -> None:
+    assert converged["ok"] and converged["complete"]
     second = apply_json(lab_inventory)
     assert second["ok"]
     assert {h: r["changed"] for h, r in second["hosts"].items()} == {"gpu1": 0, "gpu2": 0, "mirror1": 0}
@@ -54,7 +53,7 @@ def node(lab_inventory: str) -> testinfra.host.Host:
     return testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
 
 
-def test_base_state(node: testinfra.host.Host, lab: LabState) -> None:
+def test_base_state(node: testinfra.host.Host, lab: LabState, converged: dict) -> None:
     for package in ("curl", "gnupg", "pciutils", "systemd-timesyncd"):
         assert node.package(package).is_installed, package
     proxy = node.file("/etc/apt/apt.conf.d/01sovinfra-proxy")
@@ -66,7 +65,7 @@ def test_base_state(node: testinfra.host.Host, lab: LabState) -> None:
     assert node.service("systemd-timesyncd").is_enabled
 
 
-def test_lab_hosts_are_air_gapped(node: testinfra.host.Host, lab: LabState) -> None:
+def test_lab_hosts_are_air_gapped(node: testinfra.host.Host, lab: LabState, converged: dict) -> None:
     assert "default" not in node.check_output("ip route")
     # Packages come through the gateway's proxy, the only way out.
     assert node.run("apt-get -q update").rc == 0
