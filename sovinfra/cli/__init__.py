@@ -19,6 +19,7 @@ COMMANDS = {
     "facts": "sovinfra.cli.facts:facts",
     "health": "sovinfra.cli.health:health",
     "verify": "sovinfra.cli.verify:verify",
+    "mirror": "sovinfra.cli.mirror:mirror",
 }
 
 

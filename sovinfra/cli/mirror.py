@@ -1,0 +1,174 @@
+"""`sovinfra mirror`: the internal model mirror (import, ls, verify, export, serve --dev)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sovinfra.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_STORE = "/var/lib/sovinfra/mirror"
+
+
+def store_option(fn: F) -> F:
+    return click.option(
+        "--store",
+        "store_path",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE),
+        show_default=f"SOVINFRA_MIRROR_STORE or {DEFAULT_STORE}",
+        help="the mirror's store directory",
+    )(fn)
+
+
+def _store(path: Path) -> Any:
+    from sovinfra.mirror.store import Store
+
+    return Store(path)
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def mirror() -> None:
+    """The internal model mirror, served over the Hugging Face protocol."""
+
+
+@mirror.command("import")
+@click.argument("source")
+@click.option("--repo", help="ORG/NAME for a local folder")
+@click.option(
+    "--revision", default="main", show_default=True, help="branch/tag name (or commit for a hub repo)"
+)
+@click.option("--allow-pickle", is_flag=True, help="accept pickle-based weights (.bin/.pt/.pkl)")
+@click.option(
+    "--trusted-signers",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="bundles: ssh allowed_signers file; the bundle must carry a valid signature",
+)
+@store_option
+def import_(
+    source: str,
+    repo: str | None,
+    revision: str,
+    allow_pickle: bool,
+    trusted_signers: Path | None,
+    store_path: Path,
+) -> None:
+    """Import SOURCE: a local model folder, an export bundle, or a hub repo id (needs HF_ENDPOINT/online)."""
+    from sovinfra.mirror import importer, publish
+
+    store = _store(store_path)
+    path = Path(source)
+    if path.is_dir() and (path / "manifest.json").exists():
+        importer.import_bundle(store, path, trusted_signers, _log)
+    elif path.is_dir():
+        if not repo:
+            raise UserError(f"{source}: a local folder needs --repo ORG/NAME")
+        importer.import_folder(store, path, repo, revision, allow_pickle, _log)
+    elif path.exists():
+        raise UserError(f"{source}: not a directory (a model folder or an export bundle)")
+    else:
+        importer.import_hub(store, repo or source, revision, allow_pickle, _log)
+    publish.publish(store)
+
+
+@mirror.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def ls(as_json: bool, store_path: Path) -> None:
+    """Repos, their refs and commits."""
+    store = _store(store_path)
+    rows = []
+    for repo in store.repos():
+        for sha in store.commits(repo):
+            files = store.commit(repo, sha).files
+            refs = sorted(r for r, c in store.refs(repo).items() if c == sha)
+            rows.append(
+                {
+                    "repo": repo,
+                    "commit": sha,
+                    "refs": refs,
+                    "files": len(files),
+                    "bytes": sum(f.size for f in files),
+                }
+            )
+    if as_json:
+        click.echo(json.dumps({"store": str(store_path), "repos": rows}, indent=2))
+        return
+    for r in rows:
+        click.echo(
+            f"{r['repo']:<40} {r['commit'][:12]} {','.join(r['refs']) or '-':<12} {r['files']:>5} files "
+            f"{r['bytes'] / 2**20:>10.1f} MiB"
+        )
+
+
+@mirror.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def verify(as_json: bool, store_path: Path) -> None:
+    """Re-hash every file; exit 1 on any mismatch."""
+    from sovinfra.mirror.verify import verify as run_verify
+
+    checked, bad = run_verify(_store(store_path))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "checked": checked,
+                    "ok": not bad,
+                    "mismatches": [
+                        {"sha256": m.sha256, "problem": m.problem, "used_by": list(m.used_by)} for m in bad
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for m in bad:
+            click.echo(f"{m.problem.upper()} {m.sha256}: {', '.join(m.used_by)}")
+        click.echo(f"{checked} blobs checked, {len(bad)} bad")
+    if bad:
+        raise SystemExit(1)
+
+
+@mirror.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repos", nargs=-1)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ssh private key that signs the manifest (ssh-keygen -Y sign)",
+)
+@store_option
+def export(dest: Path, repos: tuple[str, ...], sign_key: Path | None, store_path: Path) -> None:
+    """Write a bundle for removable media: blobs, manifest, its checksum (and signature)."""
+    from sovinfra.mirror import bundle
+
+    manifest = bundle.export(_store(store_path), dest, list(repos), sign_key)
+    click.echo(f"{dest}: {len(manifest['repos'])} repo(s), {len(bundle.blobs(manifest))} blobs")
+
+
+@mirror.command()
+@click.option(
+    "--dev", is_flag=True, required=True, help="a throwaway nginx on 127.0.0.1 (the role serves sites)"
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="port (default: a free one)")
+@store_option
+def serve(dev: bool, port: int | None, store_path: Path) -> None:
+    """Serve the store over the Hugging Face protocol until Ctrl-C/SIGTERM."""
+    from sovinfra.mirror import publish, serve
+
+    store = _store(store_path)
+    site = publish.publish(store)
+    with serve.DevServer(site, store.root / "blobs" / "sha256", port) as server:
+        click.echo(f"HF_ENDPOINT={server.url}", err=False)
+        serve.wait_forever(server)
