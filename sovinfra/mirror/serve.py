@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -35,12 +37,9 @@ def server_conf(site: Path, blobs: Path, listen: str) -> str:
     )
 
 
-def dev_conf(prefix: Path, server_conf_path: Path) -> str:
-    return (
-        _env()
-        .get_template("nginx-dev.conf.j2")
-        .render(managed=MANAGED, prefix=prefix, server_conf=server_conf_path)
-    )
+def dev_conf(prefix: Path, server_conf_path: Path, user: str | None) -> str:
+    template = _env().get_template("nginx-dev.conf.j2")
+    return template.render(managed=MANAGED, prefix=prefix, server_conf=server_conf_path, user=user)
 
 
 def free_port() -> int:
@@ -61,7 +60,8 @@ class DevServer:
         server = self.prefix / "mirror-server.conf"
         server.write_text(server_conf(site, blobs, f"127.0.0.1:{self.port}"))
         self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(dev_conf(self.prefix, server))
+        user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+        self.conf.write_text(dev_conf(self.prefix, server, user))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
