@@ -172,3 +172,38 @@ def serve(dev: bool, port: int | None, store_path: Path) -> None:
     with serve.DevServer(site, store.root / "blobs" / "sha256", port) as server:
         click.echo(f"HF_ENDPOINT={server.url}", err=False)
         serve.wait_forever(server)
+
+
+@mirror.command()
+@click.argument("repo")
+@click.option("--revision", default="main", show_default=True, help="commit (pin) or branch")
+@click.option(
+    "--endpoint", envvar="HF_ENDPOINT", required=True, help="the mirror's URL (default: HF_ENDPOINT)"
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="the node's Hugging Face hub cache (HF_HUB_CACHE)",
+)
+@click.option(
+    "--streams", default=4, show_default=True, type=click.IntRange(1, 64), help="parallel downloads"
+)
+@click.option("--rehash", is_flag=True, help="re-hash files already in the cache (catches bit rot)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def pull(
+    repo: str, revision: str, endpoint: str, cache_dir: Path, streams: int, rehash: bool, as_json: bool
+) -> None:
+    """On a node: fetch REPO into the HF cache, verify every sha256, then mark it ready."""
+    from dataclasses import asdict
+
+    from sovinfra.mirror.pull import pull as run_pull
+
+    result = run_pull(endpoint, repo, revision, cache_dir, streams, rehash)
+    if as_json:
+        click.echo(json.dumps(asdict(result)))
+    else:
+        state = "pulled" if result.changed else "up to date"
+        click.echo(
+            f"{state}: {repo}@{result.commit} ({len(result.downloaded)} files, {result.bytes} bytes fetched)"
+        )

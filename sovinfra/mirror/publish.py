@@ -23,7 +23,8 @@ EPOCH = "1980-01-01T00:00:00.000Z"  # the store keeps no dates; clients only nee
 
 
 def _sibling(f: FileEntry) -> dict[str, Any]:
-    s: dict[str, Any] = {"rfilename": f.path, "size": f.size, "blobId": f.git_sha1}
+    # sha256 is ours (clients ignore unknown keys): nodes verify every file by it, small ones too.
+    s: dict[str, Any] = {"rfilename": f.path, "size": f.size, "blobId": f.git_sha1, "sha256": f.sha256}
     if f.lfs:
         s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f.sha256, f.size))}
     return s

@@ -331,3 +331,57 @@ def test_serve_dev_command_stops_on_sigterm(store: Store) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     assert subprocess.run(["curl", "-s", url], capture_output=True).returncode != 0  # nginx is gone
+
+
+# -- the node side: pull, verify, then mark ready
+
+
+def test_node_pull_verifies_resumes_and_is_idempotent(
+    server: serve.DevServer, store: Store, tiny: Path, tmp_path: Path
+) -> None:
+    from sovinfra.mirror import pull
+
+    cache = tmp_path / "hub"
+    commit = store.refs(REPO)["main"]
+    first = pull.pull(server.url, REPO, commit, cache, streams=3)
+    assert first.changed and first.commit == commit and pull.is_ready(cache, REPO, commit)
+    snapshot = pull.repo_cache_dir(cache, REPO) / "snapshots" / commit
+    for f in tiny.rglob("*"):
+        if f.is_file():
+            assert sha256(snapshot / f.relative_to(tiny)) == sha256(f)
+    assert not pull.pull(server.url, REPO, commit, cache).changed  # re-run: nothing to do
+
+    # A cut transfer left a partial file: the next pull resumes it (a Range request) and verifies.
+    big = next(f for f in store.commit(REPO, commit).files if f.path == "model.safetensors")
+    blob = pull.repo_cache_dir(cache, REPO) / "blobs" / big.sha256
+    blob.unlink()
+    (blob.parent / (big.sha256 + pull.PARTIAL)).write_bytes(store.blob_path(big.sha256).read_bytes()[:1000])
+    again = pull.pull(server.url, REPO, commit, cache)
+    assert again.downloaded == ["model.safetensors"] and again.bytes == big.size - 1000
+    assert sha256(blob) == big.sha256
+
+    # huggingface_hub finds the pulled model offline.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    code = f"import huggingface_hub as h; print(h.snapshot_download('sovinfra/tiny', revision='{commit}'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith(commit)
+
+
+def test_corrupted_mirror_blob_never_becomes_ready_on_the_node(
+    server: serve.DevServer, store: Store, tmp_path: Path
+) -> None:
+    from sovinfra.mirror import pull
+
+    commit = store.refs(REPO)["main"]
+    f = next(f for f in store.commit(REPO, commit).files if f.path == "tiny.Q8_0.gguf")
+    path = store.blob_path(f.sha256)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size: huggingface_hub alone would accept it
+    cache = tmp_path / "hub"
+    with pytest.raises(UserError, match=r"tiny\.Q8_0\.gguf: sha256 .* does not match"):
+        pull.pull(server.url, REPO, commit, cache)
+    assert not pull.is_ready(cache, REPO, commit)
+    blobs = pull.repo_cache_dir(cache, REPO) / "blobs"
+    assert not (blobs / f.sha256).exists() and not list(blobs.glob("*" + pull.PARTIAL))
