@@ -90,4 +90,5 @@ def apply(
         failed = ", ".join(result.recap.failed_hosts) or "the playbook did not complete"
         for f in result.recap.failures:
             click.echo(f"failed: {f['host']}: {f['task']}: {f['msg']}", err=True)
-        raise SystemExit(f"apply failed: {failed}")
+        click.echo(f"apply failed: {failed}", err=True)
+        raise SystemExit(1)

@@ -207,3 +207,17 @@ def pull(
         click.echo(
             f"{state}: {repo}@{result.commit} ({len(result.downloaded)} files, {result.bytes} bytes fetched)"
         )
+
+
+@mirror.command("publish")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def publish_(as_json: bool, store_path: Path) -> None:
+    """Regenerate what nginx serves (HF API files, links, header maps); says whether it changed."""
+    from sovinfra.mirror import publish
+
+    changed = publish.publish_if_changed(_store(store_path))
+    if as_json:
+        click.echo(json.dumps({"changed": changed}))
+    else:
+        click.echo("published" if changed else "up to date")

@@ -22,11 +22,16 @@ def ensure_bridge(gateway: str, prefixlen: int) -> None:
 
 
 def nft_ruleset() -> str:
-    """Air gap by construction: nothing is forwarded to or from the bridge."""
+    """Air gap by construction: nothing is forwarded between the bridge and anywhere else.
+
+    Host to host on the bridge stays allowed: with br_netfilter loaded, bridged frames also pass the
+    inet forward hook, with the bridge as both in and out interface.
+    """
     return (
         f"table inet {config.NFT_TABLE} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority 0; policy accept;\n"
+        f'    iifname "{config.BRIDGE}" oifname "{config.BRIDGE}" accept\n'
         f'    iifname "{config.BRIDGE}" drop\n'
         f'    oifname "{config.BRIDGE}" drop\n'
         "  }\n"

@@ -157,3 +157,21 @@ def publish(store: Store) -> Path:
         if old != gen and old.name != os.readlink(live):
             shutil.rmtree(old, ignore_errors=True)
     return live
+
+
+def catalog_digest(store: Store) -> str:
+    digest = hashlib.sha256()
+    for repo in store.repos():
+        digest.update(json.dumps([repo, store.refs(repo), store.commits(repo)]).encode())
+    return digest.hexdigest()
+
+
+def publish_if_changed(store: Store) -> bool:
+    """Publish when the catalog differs from what the live site was built from (idempotent converges)."""
+    stamp = store.root / "site" / "catalog.sha256"
+    digest = catalog_digest(store)
+    if stamp.exists() and stamp.read_text() == digest and (store.root / "site" / "www").exists():
+        return False
+    publish(store)
+    stamp.write_text(digest)
+    return True

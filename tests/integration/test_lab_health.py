@@ -29,7 +29,7 @@ def test_agent_installed_with_its_timer(lab_inventory: str, converged: dict) -> 
     node = testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
     assert node.service("sovinfra-health.timer").is_enabled
     assert node.service("sovinfra-health.timer").is_running
-    assert node.run("/opt/sovinfra/health/bin/python -c 'import ansible'").rc != 0  # minimal footprint
+    assert node.run("/opt/sovinfra/venv/bin/python -c 'import ansible'").rc != 0  # minimal footprint
     node.check_output("systemctl start sovinfra-health.service")
     prom = node.file("/var/lib/node_exporter/textfile_collector/sovinfra_gpu_health.prom")
     assert prom.exists and "sovinfra_gpu_count " in prom.content_string

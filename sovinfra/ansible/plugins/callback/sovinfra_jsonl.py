@@ -23,6 +23,12 @@ def _message(result):
     if res.get("_ansible_no_log"):
         return "(output hidden: no_log)"
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    # A loop's summary ("One or more items failed") hides the item that failed: show it.
+    for item in res.get("results") or []:
+        if isinstance(item, dict) and item.get("failed") and not item.get("_ansible_no_log"):
+            detail = item.get("stderr") or item.get("msg") or ""
+            msg = f"{msg}: {item.get('item')}: {detail}" if detail else msg
+            break
     if not isinstance(msg, str):
         msg = json.dumps(msg, default=str)
     return msg[:_MAX_MSG]

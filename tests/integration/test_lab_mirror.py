@@ -1,0 +1,98 @@
+"""The mirror on the lab: the mirror host serves, GPU nodes pull and verify, re-runs change nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.mirror import importer
+from sovinfra.mirror.store import Store
+from tests.tiny_model import make_tiny_model
+
+pytestmark = pytest.mark.lab
+REPO = "sovinfra/tiny"
+
+
+@pytest.fixture(scope="module")
+def pinned(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny model in a test store, published by mirror1 and pinned on the GPU nodes (converged)."""
+    store = Store(tmp_path_factory.mktemp("control-store"))
+    store.root.chmod(0o755)
+    commit = importer.import_folder(
+        store, make_tiny_model(tmp_path_factory.mktemp("m") / "tiny"), REPO, "main", False, lambda _m: None
+    )
+    group_vars = Path(lab_inventory) / "group_vars"
+    files = {
+        group_vars / "model_mirror.yml": {"model_mirror_source_store": str(store.root)},
+        group_vars / "gpu_nodes.yml": {"model_cache_models": [{"repo": REPO, "revision": commit}]},
+    }
+    for path, data in files.items():
+        path.write_text(yaml.safe_dump(data))
+    try:
+        code, first = apply(lab_inventory)
+        assert code == 0, first["failures"]
+        yield commit
+    finally:
+        for path in files:
+            path.unlink(missing_ok=True)
+
+
+def apply(inventory: str, *args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(cli, ["apply", "mirror", "-i", inventory, "--json", *args])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def host(inventory: str, name: str) -> testinfra.host.Host:
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=f"{inventory}/hosts.yml")
+
+
+def test_mirror_serves_and_nodes_pull_verified(lab_inventory: str, pinned: str) -> None:
+    gpu1 = host(lab_inventory, "gpu1")
+    info = json.loads(gpu1.check_output("curl -sf http://10.213.7.10/api/models/%s/revision/main", REPO))
+    assert info["sha"] == pinned
+    cache = "/var/lib/sovinfra/hf-cache/models--sovinfra--tiny"
+    assert gpu1.file(f"{cache}/.sovinfra/ready-{pinned}").exists
+    assert gpu1.file(f"{cache}/snapshots/{pinned}/config.json").is_symlink
+    env = gpu1.file("/etc/default/sovinfra-models").content_string
+    assert (
+        "HF_HUB_OFFLINE=1" in env
+        and "HF_HUB_DISABLE_XET=1" in env
+        and "HF_ENDPOINT=http://10.213.7.10" in env
+    )
+    mirror = host(lab_inventory, "mirror1")
+    assert mirror.socket("tcp://10.213.7.10:80").is_listening
+    assert not mirror.socket("tcp://0.0.0.0:80").is_listening  # nothing wider than it must
+
+    code, second = apply(lab_inventory)
+    assert code == 0 and second["changes"] == []
+    code, checked = apply(lab_inventory, "--check")
+    assert code == 0 and checked["changes"] == []
+
+
+def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, pinned: str) -> None:
+    mirror, gpu2 = host(lab_inventory, "mirror1"), host(lab_inventory, "gpu2")
+    blob_path = mirror.check_output(
+        "readlink -f /var/lib/sovinfra/mirror/site/www/%s/resolve/%s/tiny.Q8_0.gguf", REPO, pinned
+    )
+    original = mirror.check_output("base64 -w0 %s", blob_path)
+    mirror.check_output("printf 'X' | dd of=%s bs=1 seek=100 conv=notrunc status=none", blob_path)
+    gpu2.check_output("rm -rf /var/lib/sovinfra/hf-cache/models--sovinfra--tiny")
+    try:
+        # Only the node: a converge of mirror1 would restore the blob from the control store.
+        code, doc = apply(lab_inventory, "--limit", "gpu2")
+        assert code != 0
+        assert any("does not match" in f["msg"] and f["host"] == "gpu2" for f in doc["failures"])
+        assert not gpu2.file(
+            f"/var/lib/sovinfra/hf-cache/models--sovinfra--tiny/.sovinfra/ready-{pinned}"
+        ).exists
+    finally:
+        mirror.check_output("echo %s | base64 -d > %s", original, blob_path)
+    code, doc = apply(lab_inventory, "--limit", "gpu2,mirror1")
+    assert code == 0, doc["failures"]
