@@ -9,6 +9,7 @@ import click
 from sovinfra.fleet.connection import read_all
 from sovinfra.fleet.facts import NodeFacts
 from sovinfra.inventory import site
+from sovinfra.inventory.model import select_hosts
 
 
 @click.command()
@@ -19,12 +20,7 @@ def facts(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     """OS, kernel, CPU, memory, disks, NVIDIA PCI devices and Secure Boot of every host."""
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
-    hosts = sorted(inv.hosts)
-    if limit:
-        wanted = {w.strip() for w in limit.split(",") if w.strip()}
-        hosts = sorted(
-            {h for w in wanted for h in (inv.hosts_in(w) if w in inv.groups else {w})} & set(hosts)
-        )
+    hosts = select_hosts(inv, limit)
     reads = read_all(inv, hosts, NodeFacts)
     if as_json:
         click.echo(

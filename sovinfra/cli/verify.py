@@ -9,6 +9,7 @@ import click
 
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
+from sovinfra.inventory.model import select_hosts
 
 
 @click.group()
@@ -27,13 +28,7 @@ def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None
 
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
-    hosts = sorted(inv.hosts_in("gpu_nodes"))
-    if limit:
-        wanted = {h.strip() for h in limit.split(",") if h.strip()}
-        unknown = wanted - set(hosts)
-        if unknown:
-            raise UserError(f"--limit: not GPU nodes of {path}: {', '.join(sorted(unknown))}")
-        hosts = sorted(wanted)
+    hosts = select_hosts(inv, limit, within="gpu_nodes")
     if not hosts:
         raise UserError(f"{path}: the gpu_nodes group has no hosts")
     fleet = fleet_health.gather(read_all(inv, hosts, fleet_health.AgentReport))

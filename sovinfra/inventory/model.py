@@ -194,3 +194,22 @@ def host_vars(inv: Inventory, host: str) -> dict[str, Any]:
         if source.scope == f"host {host}":
             merged.update(source.values)
     return merged
+
+
+def select_hosts(inv: Inventory, limit: str | None, within: str = "all") -> list[str]:
+    """Hosts of group `within`, narrowed by a comma-separated --limit of hosts and groups."""
+    hosts = inv.hosts_in(within)
+    if not limit:
+        return sorted(hosts)
+    chosen: set[str] = set()
+    for name in (w.strip() for w in limit.split(",") if w.strip()):
+        if name in inv.groups:
+            chosen |= inv.hosts_in(name)
+        elif name in inv.hosts:
+            chosen.add(name)
+        else:
+            raise UserError(f"--limit: {name!r} is neither a host nor a group of {inv.hosts_file}")
+    outside = chosen - hosts
+    if outside:
+        raise UserError(f"--limit: not in group {within}: {', '.join(sorted(outside))}")
+    return sorted(chosen)

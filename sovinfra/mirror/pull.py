@@ -27,6 +27,7 @@ from typing import Any
 
 from sovinfra.errors import UserError
 from sovinfra.mirror import names
+from sovinfra.mirror.store import hash_file
 
 CHUNK = 1 << 20
 PARTIAL = ".sovinfra-partial"
@@ -135,18 +136,10 @@ def _link(snapshot: Path, f: RemoteFile) -> None:
 def _present(blob: Path, f: RemoteFile, rehash: bool) -> bool:
     if not blob.is_file() or blob.stat().st_size != f.size:
         return False
-    if rehash and _sha256(blob) != f.sha256:
+    if rehash and hash_file(blob) != f.sha256:
         blob.unlink()  # rotted on disk: fetch it again
         return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pull(

@@ -155,3 +155,13 @@ def test_any_malformed_inventory_gives_a_named_error(tmp_path: Path, hosts: obje
     else:
         for p in problems:
             assert str(site_dir) in str(p.file)
+
+
+def test_limit_selects_hosts_and_groups(example_inventory: Path) -> None:
+    inv = model.load(example_inventory)
+    assert model.select_hosts(inv, "rack_b,gpu-a01", within="gpu_nodes")[:2] == ["gpu-a01", "gpu-b01"]
+    assert model.select_hosts(inv, None, within="model_mirror") == ["mirror01"]
+    with pytest.raises(UserError, match="neither a host nor a group"):
+        model.select_hosts(inv, "gpu-z99")
+    with pytest.raises(UserError, match="not in group gpu_nodes: mirror01"):
+        model.select_hosts(inv, "mirror01", within="gpu_nodes")
