@@ -20,6 +20,7 @@ COMMANDS = {
     "health": "sovinfra.cli.health:health",
     "verify": "sovinfra.cli.verify:verify",
     "mirror": "sovinfra.cli.mirror:mirror",
+    "loadtest": "sovinfra.cli.loadtest:loadtest",
 }
 
 

@@ -1,0 +1,1 @@
+"""Load tests for OpenAI-compatible streaming endpoints: client, load shapes, metrics, self-check."""

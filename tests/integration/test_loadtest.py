@@ -1,0 +1,150 @@
+"""The load-test client against a real HTTP server (an OpenAI-compatible stub with known timings)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.loadtest import runner
+from sovinfra.loadtest.client import Endpoint
+from sovinfra.loadtest.metrics import SLO
+from tests.openai_stub import OpenAIStub, StubConfig
+
+TOLERANCE_MS = 6.0  # CI machines are shared; the tight figures belong in the benchmark
+
+
+def run(stub: OpenAIStub, **spec: object) -> dict:
+    load = runner.LoadSpec(model="m", **spec)  # type: ignore[arg-type]
+    _, summary = asyncio.run(runner.run(Endpoint.parse(stub.url), load, SLO()))
+    return summary
+
+
+def test_ttft_and_itl_match_the_server_and_role_chunk_starts_no_clock() -> None:
+    with OpenAIStub(StubConfig(ttft_s=0.05, itl_s=0.01, role_chunk=True)) as stub:
+        s = run(stub, concurrency=8, requests=48, output_tokens=12)
+    assert s["valid"] and s["requests_ok"] == 48 and not s["errors"]
+    assert abs(s["ttft_ms"]["p50"] - 50) < TOLERANCE_MS, s["ttft_ms"]
+    assert abs(s["itl_ms"]["p50"] - 10) < TOLERANCE_MS, s["itl_ms"]
+    assert abs(s["tpot_ms"]["p50"] - 10) < TOLERANCE_MS
+    assert s["output_tokens"] == 48 * 12 and s["usage_mismatches"] == 0
+
+
+def test_every_fault_is_counted_in_its_class() -> None:
+    with OpenAIStub(
+        StubConfig(ttft_s=0.005, itl_s=0.001, fail_every=5, cut_every=7, malformed_every=11)
+    ) as stub:
+        s = run(stub, concurrency=1, requests=77, output_tokens=8)
+    # Sequential requests 1..77: multiples of 5 answer 500; a malformed event (at token 1) comes
+    # before a cut (at half the tokens), so 77 is malformed.
+    fives = 77 // 5
+    elevens = len([n for n in range(1, 78) if n % 11 == 0 and n % 5])
+    sevens = len([n for n in range(1, 78) if n % 7 == 0 and n % 5 and n % 11])
+    assert s["errors"] == {"http_500": fives, "cut_stream": sevens, "malformed_sse": elevens}
+    assert s["requests_ok"] == 77 - fives - sevens - elevens
+
+
+def test_usage_mismatch_is_reported() -> None:
+    with OpenAIStub(StubConfig(ttft_s=0.005, itl_s=0.001, usage_offset=2)) as stub:
+        s = run(stub, concurrency=2, requests=6, output_tokens=5)
+    assert s["usage_mismatches"] == 6 and s["output_tokens"] == 6 * 7  # the server's count wins
+
+
+def test_a_client_that_cannot_keep_up_is_invalid() -> None:
+    with OpenAIStub(StubConfig(ttft_s=0.001, itl_s=0.0)) as stub:
+
+        async def hog() -> dict:
+            async def block() -> None:
+                while True:
+                    await asyncio.sleep(0.05)
+                    sum(range(2_000_000))  # the event loop stalls: lag and late dispatches
+
+            task = asyncio.create_task(block())
+            load = runner.LoadSpec(model="m", rate=200.0, requests=100, output_tokens=2)
+            _, summary = await runner.run(Endpoint.parse(stub.url), load, SLO())
+            task.cancel()
+            return summary
+
+        s = asyncio.run(hog())
+    assert not s["valid"]
+    assert any("lag" in r or "late" in r or "achieved" in r for r in s["invalid_reasons"])
+
+
+def test_cli_slo_json_csv_baseline_and_api_key(tmp_path: Path) -> None:
+    cfg = StubConfig(ttft_s=0.02, itl_s=0.002, api_key="s3cret")
+    with OpenAIStub(cfg) as stub:
+        cli_runner = CliRunner()
+        base = ["loadtest", stub.url, "--model", "m", "--requests", "10", "--output-tokens", "4"]
+        denied = cli_runner.invoke(cli, [*base, "--json"])
+        assert json.loads(denied.output)["errors"] == {"http_401": 10} and denied.exit_code == 1
+        ok = cli_runner.invoke(
+            cli,
+            [
+                *base,
+                "--api-key",
+                "s3cret",
+                "--json",
+                "--slo-ttft-ms",
+                "500",
+                "--save-baseline",
+                str(tmp_path / "b.json"),
+            ],
+        )
+        assert ok.exit_code == 0, ok.output
+        doc = json.loads(ok.output)
+        assert set(doc) >= {
+            "ttft_ms",
+            "itl_ms",
+            "tpot_ms",
+            "e2e_ms",
+            "requests_ok",
+            "errors",
+            "output_tokens_per_s",
+            "valid",
+            "invalid_reasons",
+        }
+        assert set(doc["ttft_ms"]) == {"mean", "p50", "p90", "p95", "p99"}
+        miss = cli_runner.invoke(cli, [*base, "--api-key", "s3cret", "--slo-ttft-ms", "1"])
+        assert miss.exit_code == 1
+        sweep = cli_runner.invoke(
+            cli, [*base, "--api-key", "s3cret", "--concurrency", "1,4", "--csv", str(tmp_path / "s.csv")]
+        )
+        assert sweep.exit_code == 0
+        assert (tmp_path / "s.csv").read_text().count("\n") == 3
+        stub.config.ttft_s = 0.2  # the server got slower: the baseline catches it
+        regressed = cli_runner.invoke(
+            cli, [*base, "--api-key", "s3cret", "--baseline", str(tmp_path / "b.json")]
+        )
+        assert regressed.exit_code == 1 and "ttft_ms.p50" in regressed.output
+
+
+def test_cli_user_errors() -> None:
+    cli_runner = CliRunner()
+    for args, text in (
+        (["loadtest", "ftp://x", "--model", "m", "--requests", "1"], "http(s)://"),
+        (["loadtest", "http://127.0.0.1:9", "--model", "m"], "--requests"),
+        (
+            [
+                "loadtest",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                "--requests",
+                "1",
+                "--rate",
+                "1",
+                "--concurrency",
+                "2",
+            ],
+            "choose one",
+        ),
+        (
+            ["loadtest", "http://127.0.0.1:9", "--model", "m", "--requests", "1", "--concurrency", "x"],
+            "--concurrency",
+        ),
+    ):
+        result = cli_runner.invoke(cli, args)
+        assert result.exit_code == 2 and text in result.output and "Traceback" not in result.output
