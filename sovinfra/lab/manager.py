@@ -105,6 +105,7 @@ def down(log: Log = print) -> Leftovers:
     for pid in hosts.stray_pids():
         processes.stop(pid, config.MACHINE_PREFIX)
     aptproxy.stop(current.apt_proxy_pid)
+    processes.reap_children()
     cgroups.remove()
     network.teardown()
     hosts_root = paths.lab_dir() / "hosts"

@@ -55,3 +55,14 @@ def stop(pid: int, must_contain: str, timeout: float = 20.0) -> None:
     while alive(pid, must_contain):
         _reap(pid)
         time.sleep(0.1)
+
+
+def reap_children() -> None:
+    """Collect every exited child of this process (the lab may have been started in-process)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
