@@ -14,7 +14,7 @@ from sovinfra import paths
 from sovinfra.ansible import events
 from sovinfra.errors import UserError
 
-PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
 MAX_FORKS = 64
 
 
@@ -65,7 +65,8 @@ def environment(host_count: int, overrides: dict[str, str] | None = None) -> dic
         {
             "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
             "ANSIBLE_STDOUT_CALLBACK": "sovinfra_jsonl",
-            "ANSIBLE_CALLBACK_PLUGINS": str(PLUGIN_DIR),
+            "ANSIBLE_CALLBACK_PLUGINS": str(PLUGIN_DIR / "callback"),
+            "ANSIBLE_TEST_PLUGINS": str(PLUGIN_DIR / "test"),
             "ANSIBLE_FORKS": str(forks_for(host_count)),
             "ANSIBLE_NOCOLOR": "1",
             "PYTHONUNBUFFERED": "1",

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pynvml
 
 from sovinfra.health import xid
-from sovinfra.health.readings import GpuProcess, GpuReading, KernelXid, NodeReading, NvLink
+from sovinfra.health.readings import GpuProcess, GpuReading, NodeReading, NvLink
 
 T = TypeVar("T")
 _FABRIC_STATES = {0: "not_supported", 1: "not_started", 2: "in_progress", 3: "completed"}
@@ -254,5 +254,3 @@ def collect(xid_window_s: float = 0.0, kernel_log: bool = True) -> NodeReading:
         reading.kernel_log_readable = readable
     return reading
 
-
-__all__ = ["KernelXid", "NvmlUnavailable", "collect"]
