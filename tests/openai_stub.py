@@ -4,10 +4,14 @@ Runs in a thread with its own event loop, on 127.0.0.1. Faults are decided by re
   fail_every=N      every Nth request answers 500
   cut_every=N       every Nth request's stream stops after half its tokens (no [DONE])
   malformed_every=N every Nth request sends a non-JSON data line
+  capacity=N        at most N requests generate at once; the rest queue (latency grows with load)
+
+Also runs standalone (stdlib only), as on a lab host: python3 openai_stub.py --host H --port P [--peers F]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import threading
@@ -25,16 +29,18 @@ class StubConfig:
     cut_every: int = 0
     malformed_every: int = 0
     api_key: str | None = None
+    capacity: int = 0  # 0: unbounded
 
 
 class OpenAIStub:
-    def __init__(self, config: StubConfig) -> None:
+    def __init__(self, config: StubConfig, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config
+        self.host, self.port = host, port
+        self.peers: set[str] = set()  # client addresses seen (a tunnel shows its far end)
         self.count = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
 
     def __enter__(self) -> OpenAIStub:
         self.thread.start()
@@ -47,17 +53,19 @@ class OpenAIStub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.slots = asyncio.Semaphore(self.config.capacity) if self.config.capacity else None
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port))
         self.port = server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
         server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.peers.add(writer.get_extra_info("peername")[0])
         try:
             while True:
                 request_line = await reader.readline()
@@ -69,7 +77,12 @@ class OpenAIStub:
                     headers[k.strip().lower()] = v.strip()
                 body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
                 self.count += 1
-                if not await self._respond(self.count, headers, body, writer):
+                if self.slots:
+                    async with self.slots:
+                        keep = await self._respond(self.count, headers, body, writer)
+                else:
+                    keep = await self._respond(self.count, headers, body, writer)
+                if not keep:
                     return
         except (ConnectionResetError, asyncio.IncompleteReadError):
             pass
@@ -131,3 +144,27 @@ class OpenAIStub:
         writer.write(head.encode() + body)
         await writer.drain()
         return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--peers", help="append each new client address to this file")
+    parser.add_argument("--ttft", type=float, default=0.02)
+    parser.add_argument("--itl", type=float, default=0.005)
+    args = parser.parse_args()
+    stub = OpenAIStub(StubConfig(ttft_s=args.ttft, itl_s=args.itl), args.host, args.port)
+    with stub:
+        seen: set[str] = set()
+        while True:
+            threading.Event().wait(0.2)
+            if args.peers and stub.peers - seen:
+                with open(args.peers, "a") as f:
+                    for peer in sorted(stub.peers - seen):
+                        f.write(peer + "\n")
+                seen |= stub.peers
+
+
+if __name__ == "__main__":
+    main()

@@ -81,6 +81,15 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option("--slo-ttft-ms", type=float)
 @click.option("--slo-tpot-ms", type=float)
 @click.option("--slo-e2e-ms", type=float)
+@click.option(
+    "--min-goodput",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="share of requests that must meet every SLO",
+)
+@click.option("--search-rate", help="LOW,HIGH: find the highest Poisson rate (req/s) that meets the SLO")
+@click.option("--search-steps", default=7, show_default=True, type=click.IntRange(2), help="probes at most")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="per-request timeout (s)")
 @click.option("--json", "as_json", is_flag=True, help="JSON summary")
 @click.option(
@@ -115,6 +124,9 @@ def loadtest(
     slo_ttft_ms: float | None,
     slo_tpot_ms: float | None,
     slo_e2e_ms: float | None,
+    min_goodput: float,
+    search_rate: str | None,
+    search_steps: int,
     timeout: float,
     as_json: bool,
     jsonl_path: Path | None,
@@ -128,8 +140,8 @@ def loadtest(
     from sovinfra.loadtest import metrics, runner
     from sovinfra.loadtest.client import Endpoint
 
-    if concurrency and rate:
-        raise UserError("--concurrency and --rate: choose one load shape")
+    if sum(1 for shape in (concurrency, rate, search_rate) if shape) > 1:
+        raise UserError("--concurrency, --rate and --search-rate: choose one load shape")
     if not n_requests and not duration:
         raise UserError("bound the run: give --requests and/or --duration")
     try:
@@ -142,11 +154,15 @@ def loadtest(
     shapes += [("rate", r) for r in _numbers(rate, float, "--rate")]
     shapes = shapes or [("concurrency", 1)]
     slo = metrics.SLO(slo_ttft_ms, slo_tpot_ms, slo_e2e_ms)
+    bounds = _numbers(search_rate, float, "--search-rate")
+    if search_rate and (len(bounds) != 2 or bounds[0] >= bounds[1]):
+        raise UserError(f"--search-rate: {search_rate!r}: expected LOW,HIGH with LOW < HIGH")
+    if search_rate and slo == metrics.SLO():
+        raise UserError("--search-rate needs an SLO: --slo-ttft-ms, --slo-tpot-ms and/or --slo-e2e-ms")
     prompts = _prompts(dataset)
-    results = []
-    jsonl = jsonl_path.open("w") if jsonl_path else None
-    for kind, value in shapes:
-        spec = runner.LoadSpec(
+
+    def spec_for(kind: str, value: float) -> runner.LoadSpec:
+        return runner.LoadSpec(
             model=model,
             requests=n_requests,
             duration_s=duration,
@@ -158,7 +174,14 @@ def loadtest(
             prompts=prompts,
             **({"concurrency": int(value)} if kind == "concurrency" else {"rate": value}),
         )
-        records, summary = asyncio.run(runner.run(endpoint, spec, slo))
+
+    if search_rate:
+        _search(endpoint, spec_for, slo, bounds, search_steps, min_goodput, max_error_rate, as_json)
+        return
+    results = []
+    jsonl = jsonl_path.open("w") if jsonl_path else None
+    for kind, value in shapes:
+        records, summary = asyncio.run(runner.run(endpoint, spec_for(kind, value), slo))
         summary = {"shape": kind, "value": value, **summary}
         results.append(summary)
         if jsonl:
@@ -217,13 +240,51 @@ def loadtest(
         click.echo(json.dumps(results[0] if len(results) == 1 else {"sweep": results}, indent=2))
     elif comparison:
         click.echo(f"vs baseline: {comparison['regression_pct']} (fail above {max_regression_pct}%)")
-    slo_given = any(v is not None for v in (slo_ttft_ms, slo_tpot_ms, slo_e2e_ms))
-    missed = slo_given and any(s["goodput_requests"] < s["requests"] for s in results)
-    too_many_errors = any(s["requests"] - s["requests_ok"] > max_error_rate * s["requests"] for s in results)
-    if (
-        missed
-        or too_many_errors
-        or any(not s["valid"] for s in results)
-        or (comparison and comparison["failed"])
-    ):
+    missed = [r for s in results for r in metrics.verdict(s, slo, min_goodput, max_error_rate)]
+    if not as_json:
+        for reason in missed:
+            click.echo(f"FAIL: {reason}")
+    if missed or (comparison and comparison["failed"]):
+        raise SystemExit(1)
+
+
+def _search(
+    endpoint: Any,
+    spec_for: Any,
+    slo: Any,
+    bounds: list[float],
+    steps: int,
+    min_goodput: float,
+    max_error_rate: float,
+    as_json: bool,
+) -> None:
+    from sovinfra.loadtest import metrics, runner, search
+
+    def probe(rate: float) -> search.Probe:
+        _, summary = asyncio.run(runner.run(endpoint, spec_for("rate", rate), slo))
+        reasons = metrics.verdict(summary, slo, min_goodput, max_error_rate)
+        if not as_json:
+            click.echo(f"rate {rate:8.3f} req/s: {'meets the SLO' if not reasons else '; '.join(reasons)}")
+        return search.Probe(rate, not reasons, reasons, summary)
+
+    result = search.max_rate(probe, bounds[0], bounds[1], steps)
+    if as_json:
+        doc = {
+            "search": {
+                "max_rate": result.max_rate,
+                "ceiling_found": result.ceiling_found,
+                "client_limited": result.client_limited,
+                "probes": [{"rate": p.rate, "passed": p.passed, "reasons": p.reasons, **p.summary}
+                           for p in result.probes],
+            }
+        }  # fmt: skip
+        click.echo(json.dumps(doc, indent=2))
+    elif result.max_rate is None:
+        click.echo(f"no rate meets the SLO: even {bounds[0]:g} req/s missed")
+    else:
+        note = "" if result.ceiling_found else " (the highest rate asked for: the ceiling is above it)"
+        click.echo(f"highest rate meeting the SLO: {result.max_rate:g} req/s{note}")
+    if result.client_limited and not as_json:
+        click.echo("note: a probe was invalid (client-bound); the ceiling may be the client's")
+    if result.max_rate is None:
         raise SystemExit(1)

@@ -1,4 +1,4 @@
-"""`sovinfra verify`: prove the site works (health of every GPU node; load tests come next)."""
+"""`sovinfra verify`: prove the site works (health of every GPU node, SLOs of every inference endpoint)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sovinfra.inventory.model import select_hosts
 
 @click.group()
 def verify() -> None:
-    """Verify the site: GPU health on every node."""
+    """Verify the site: GPU health on every node, load on every inference endpoint."""
 
 
 @verify.command()
@@ -45,3 +45,104 @@ def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None
             )
     if fleet.failed_hosts:
         raise SystemExit(1)
+
+
+def _vault(password_file: str | None) -> object | None:
+    if not password_file:
+        return None
+    from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+    try:
+        secret = get_file_vault_secret(filename=password_file, loader=DataLoader())
+        secret.load()
+    except AnsibleError as exc:
+        raise UserError(f"{password_file}: {exc}") from exc
+    return VaultLib([("default", secret)])
+
+
+@verify.command()
+@click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
+@click.option("--limit", help="comma-separated hosts or groups of the inference group")
+@click.option(
+    "--vault-password-file",
+    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="to decrypt vaulted API keys (or ANSIBLE_VAULT_PASSWORD_FILE)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def load(
+    inventory_path: str | None, limit: str | None, vault_password_file: str | None, as_json: bool
+) -> None:
+    """Load-test every inference endpoint the inventory declares against its SLOs; non-zero on any miss.
+
+    One endpoint at a time, so one endpoint's load never shows up as another's latency.
+    """
+    from sovinfra import paths
+    from sovinfra.loadtest import targets
+
+    path = site.resolve(inventory_path)
+    inv, _ = site.load_checked(path)
+    hosts = select_hosts(inv, limit, within="inference")
+    defaults = targets.role_defaults(paths.project_root() / "roles")
+    found = targets.collect(inv, hosts, defaults, _vault(vault_password_file))
+    if not found:
+        raise UserError(f"{path}: no inference endpoints: set inference_services on hosts of group inference")
+    results = [_load_one(t, as_json) for t in found]
+    failed = [r for r in results if not r["passed"]]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "endpoints": results}, indent=2))
+    else:
+        click.echo(f"{'HOST':<12} {'SERVICE':<14} {'OK':>7} {'TTFT50':>8} {'TTFT99':>8} {'TPOT50':>8} "
+                   f"{'TOK/S':>8}  RESULT")  # fmt: skip
+        for r in results:
+            s = r["summary"]
+            cells = [s["ttft_ms"]["p50"], s["ttft_ms"]["p99"], s["tpot_ms"]["p50"]] if s else [None] * 3
+            numbers = " ".join(f"{v:>8.1f}" if v is not None else f"{'-':>8}" for v in cells)
+            ok = f"{s['requests_ok']}/{s['requests']}" if s else "-"
+            tps = f"{s['output_tokens_per_s']:>8.1f}" if s else f"{'-':>8}"
+            verdict = "pass" if r["passed"] else "FAIL: " + "; ".join(r["reasons"])
+            click.echo(f"{r['host']:<12} {r['service']:<14} {ok:>7} {numbers} {tps}  {verdict}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _load_one(target: object, quiet: bool) -> dict:
+    """One endpoint's acceptance run: through its jump host when it has one."""
+    import asyncio
+    import contextlib
+    from dataclasses import replace
+
+    from sovinfra.loadtest import metrics, runner
+    from sovinfra.loadtest.client import Endpoint
+    from sovinfra.loadtest.targets import Target
+    from sovinfra.loadtest.tunnel import Tunnel
+
+    assert isinstance(target, Target)
+    endpoint = Endpoint.parse(target.url, target.api_key)
+    result: dict = {"host": target.host, "service": target.service, "url": target.url, "model": target.model,
+                    "via": f"{target.jump.host}:{target.jump.port}" if target.jump else None,
+                    "slo": asdict(target.slo), "summary": None}  # fmt: skip
+    if not quiet:
+        click.echo(f"load-testing {target.host}/{target.service} at {target.url}"
+                   + (f" via {result['via']}" if target.jump else "") + " ...")  # fmt: skip
+    spec = runner.LoadSpec(
+        model=target.model,
+        concurrency=target.load.concurrency,
+        requests=target.load.requests,
+        warmup=target.load.warmup,
+        input_tokens=target.load.input_tokens,
+        output_tokens=target.load.output_tokens,
+        timeout_s=target.load.timeout_s,
+    )
+    try:
+        with contextlib.ExitStack() as stack:
+            if target.jump:
+                tunnel = stack.enter_context(Tunnel(target.jump, (endpoint.host, endpoint.port)))
+                endpoint = replace(endpoint, connect_to=("127.0.0.1", tunnel.local_port))
+            _, summary = asyncio.run(runner.run(endpoint, spec, target.slo))
+    except UserError as exc:  # the jump host refused us: this endpoint fails, the others still run
+        return {**result, "passed": False, "reasons": [str(exc)]}
+    reasons = metrics.verdict(summary, target.slo, target.min_goodput, target.max_error_rate)
+    return {**result, "summary": summary, "passed": not reasons, "reasons": reasons}

@@ -253,4 +253,3 @@ def collect(xid_window_s: float = 0.0, kernel_log: bool = True) -> NodeReading:
         reading.kernel_xids = xid.parse_kernel_log(lines)
         reading.kernel_log_readable = readable
     return reading
-

@@ -20,8 +20,20 @@ class _Loader(yaml.SafeLoader):
     """safe_load plus Ansible's !vault and !unsafe tags (kept opaque: never decrypted here)."""
 
 
+class VaultText(str):
+    """An Ansible-vault value: reads as "<vault>"; the ciphertext is kept for whoever must decrypt it."""
+
+    ciphertext: str
+
+    def __new__(cls, ciphertext: str) -> VaultText:
+        obj = super().__new__(cls, "<vault>")
+        obj.ciphertext = ciphertext
+        return obj
+
+
 def _opaque(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    return "<vault>" if node.tag == "!vault" else str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    return VaultText(text) if node.tag == "!vault" else text
 
 
 _Loader.add_constructor("!vault", _opaque)
@@ -182,18 +194,25 @@ def _depth(inv: Inventory, group: str) -> int:
     return 0 if not parents or group == "all" else 1 + max(_depth(inv, p) for p in parents)
 
 
-def host_vars(inv: Inventory, host: str) -> dict[str, Any]:
-    """A host's variables with Ansible's precedence: all, then groups by depth and name, then the host."""
+def _sources_for(inv: Inventory, host: str) -> list[VarSource]:
+    """Where a host's variables come from, lowest precedence first: all, groups by depth and name, host."""
     groups = sorted(inv.groups_of(host), key=lambda g: (g != "all", _depth(inv, g), g))
+    ordered = [src for group in groups for src in inv.sources if src.scope == f"group {group}"]
+    return ordered + [src for src in inv.sources if src.scope == f"host {host}"]
+
+
+def host_vars(inv: Inventory, host: str) -> dict[str, Any]:
+    """A host's variables with Ansible's precedence."""
     merged: dict[str, Any] = {}
-    for group in groups:
-        for source in inv.sources:
-            if source.scope == f"group {group}":
-                merged.update(source.values)
-    for source in inv.sources:
-        if source.scope == f"host {host}":
-            merged.update(source.values)
+    for source in _sources_for(inv, host):
+        merged.update(source.values)
     return merged
+
+
+def var_file(inv: Inventory, host: str, key: str) -> Path:
+    """The file that sets the value a host sees for `key` (for error messages)."""
+    setting = [src.file for src in _sources_for(inv, host) if key in src.values]
+    return setting[-1] if setting else inv.hosts_file
 
 
 def select_hosts(inv: Inventory, limit: str | None, within: str = "all") -> list[str]:

@@ -32,4 +32,9 @@ def load_specs(roles_dir: Path) -> dict[str, VarSpec]:
 
 
 def role_names(roles_dir: Path) -> list[str]:
-    return sorted(p.name for p in roles_dir.iterdir() if (p / "tasks" / "main.yml").is_file())
+    """Roles that own a variable prefix: those with tasks, and those that only declare variables."""
+    return sorted(
+        p.name
+        for p in roles_dir.iterdir()
+        if (p / "tasks" / "main.yml").is_file() or (p / "meta" / "argument_specs.yml").is_file()
+    )

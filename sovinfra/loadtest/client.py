@@ -25,6 +25,7 @@ class Endpoint:
     port: int
     base_path: str
     api_key: str | None = None
+    connect_to: tuple[str, int] | None = None  # a local tunnel's end; host stays in Host and SNI
 
     @classmethod
     def parse(cls, url: str, api_key: str | None = None) -> Endpoint:
@@ -59,9 +60,11 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        ctx = ssl.create_default_context() if self.endpoint.scheme == "https" else None
+        ep = self.endpoint
+        ctx = ssl.create_default_context() if ep.scheme == "https" else None
+        host, port = ep.connect_to or (ep.host, ep.port)
         self.reader, self.writer = await asyncio.open_connection(
-            self.endpoint.host, self.endpoint.port, ssl=ctx
+            host, port, ssl=ctx, server_hostname=ep.host if ctx else None
         )
 
     def close(self) -> None:

@@ -108,3 +108,30 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], threshold_pct: fl
         rows["output_tokens_per_s"] = round((then_tps - now_tps) / then_tps * 100, 2)
     failed = sorted(k for k, v in rows.items() if v > threshold_pct)
     return {"regression_pct": rows, "threshold_pct": threshold_pct, "failed": failed}
+
+
+def verdict(summary: dict[str, Any], slo: SLO, min_goodput: float, max_error_rate: float) -> list[str]:
+    """Why a run fails its targets (empty: it passes). Goodput is the share of requests meeting every SLO."""
+    reasons = []
+    total = summary["requests"]
+    if not summary["valid"]:
+        reasons.append("client could not keep up: " + "; ".join(summary["invalid_reasons"]))
+    if total == 0:
+        return [*reasons, "no request completed inside the bounds"]
+    failed = total - summary["requests_ok"]
+    if failed > max_error_rate * total:
+        tolerated = f"tolerated {max_error_rate:.0%}"
+        reasons.append(f"{failed}/{total} requests failed {summary['errors']} ({tolerated})")
+    if any(v is not None for v in (slo.ttft_ms, slo.tpot_ms, slo.e2e_ms)):
+        share = summary["goodput_requests"] / total
+        if share < min_goodput:
+            worst = []
+            for name, limit in (("ttft_ms", slo.ttft_ms), ("tpot_ms", slo.tpot_ms), ("e2e_ms", slo.e2e_ms)):
+                p = summary[name]["p99"]
+                if limit is not None and (p is None or p > limit):
+                    worst.append(f"{name[:-3]} p99 {p} ms > {limit:g} ms")
+            reasons.append(
+                f"goodput {share:.0%} of requests met the SLO, needs {min_goodput:.0%}"
+                + (f" ({', '.join(worst)})" if worst else "")
+            )
+    return reasons

@@ -148,3 +148,60 @@ def test_cli_user_errors() -> None:
     ):
         result = cli_runner.invoke(cli, args)
         assert result.exit_code == 2 and text in result.output and "Traceback" not in result.output
+
+
+def test_search_finds_the_rate_a_capacity_bound_server_sustains() -> None:
+    # 2 requests at a time, ~40 ms each: about 50 req/s of service; queueing pushes TTFT past the
+    # 120 ms SLO well before that, and far below the 400 req/s ceiling asked for.
+    with OpenAIStub(StubConfig(ttft_s=0.02, itl_s=0.005, capacity=2)) as stub:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "loadtest", stub.url, "--model", "m", "--search-rate", "2,400", "--search-steps", "7",
+                "--duration", "2", "--output-tokens", "4", "--slo-ttft-ms", "120", "--min-goodput", "0.9",
+                "--json",
+            ],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["search"]
+    assert found["ceiling_found"] and found["max_rate"] is not None
+    assert 5 <= found["max_rate"] <= 60, found["max_rate"]
+    probes = found["probes"]
+    assert probes[0]["rate"] == 400 and not probes[0]["passed"] and probes[1]["passed"]
+    assert all(p["passed"] for p in probes if p["rate"] <= found["max_rate"])
+
+
+def _inventory(tmp: Path, port: int, slo_ttft_ms: float) -> Path:
+    hosts = {"all": {"children": {
+        "gpu_nodes": {"hosts": {"node1": {"ansible_host": "127.0.0.1"}}},
+        "model_mirror": {"hosts": None},
+        "inference": {"hosts": {"node1": None}},
+    }}}  # fmt: skip
+    (tmp / "group_vars").mkdir(parents=True, exist_ok=True)
+    (tmp / "hosts.yml").write_text(json.dumps(hosts))
+    inference = {
+        "inference_services": [{"name": "chat", "port": port, "repo": "org/tiny", "api_key": "k"}],
+        "inference_slo_ttft_ms": slo_ttft_ms,
+        "inference_loadtest_requests": 16,
+        "inference_loadtest_output_tokens": 6,
+    }
+    (tmp / "group_vars" / "inference.yml").write_text(json.dumps(inference))
+    return tmp
+
+
+def test_verify_load_judges_every_declared_endpoint(tmp_path: Path) -> None:
+    with OpenAIStub(StubConfig(ttft_s=0.03, itl_s=0.002, api_key="k")) as stub:
+        ok = CliRunner().invoke(
+            cli, ["verify", "load", "-i", str(_inventory(tmp_path, stub.port, 500)), "--json"]
+        )
+        assert ok.exit_code == 0, ok.output
+        doc = json.loads(ok.output)
+        (endpoint,) = doc["endpoints"]
+        assert doc["ok"] and endpoint["passed"] and endpoint["model"] == "org/tiny"
+        assert endpoint["summary"]["requests_ok"] == 16 and endpoint["via"] is None
+        tight = CliRunner().invoke(cli, ["verify", "load", "-i", str(_inventory(tmp_path, stub.port, 10))])
+    assert tight.exit_code == 1
+    assert "FAIL: goodput 0% of requests met the SLO" in tight.output and "ttft p99" in tight.output
+    (tmp_path / "group_vars" / "inference.yml").write_text("{}")
+    none = CliRunner().invoke(cli, ["verify", "load", "-i", str(tmp_path)])
+    assert none.exit_code == 2 and "no inference endpoints" in none.output

@@ -1,0 +1,178 @@
+"""The inventory's inference endpoints as load-test targets (pure: inventory in, targets or UserError out).
+
+Endpoints are the `inference_services` of hosts in the `inference` group; SLOs and load size come from
+`inference_slo_*` / `inference_loadtest_*` with the role's defaults underneath. A host reached through a
+jump host (ProxyJump in its ssh args, as Ansible reads them) is load-tested through that jump host too.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sovinfra.errors import UserError
+from sovinfra.inventory.model import Inventory, VaultText, host_vars, var_file
+from sovinfra.loadtest.metrics import SLO
+
+_VAR_REF = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+_JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Jump:
+    host: str
+    port: int
+    user: str | None
+    key_file: str | None
+    known_hosts: str | None
+
+
+@dataclass(frozen=True)
+class LoadSize:
+    concurrency: int
+    requests: int
+    warmup: int
+    input_tokens: int
+    output_tokens: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    service: str
+    url: str
+    model: str
+    api_key: str | None
+    slo: SLO
+    min_goodput: float
+    max_error_rate: float
+    load: LoadSize
+    jump: Jump | None
+
+
+def proxy_jump(ssh_args: str) -> str | None:
+    """The ProxyJump spec in ssh arguments (-J X, -o ProxyJump=X, or ProxyCommand ssh -W %h:%p X)."""
+    words = shlex.split(ssh_args)
+    for i, word in enumerate(words):
+        option = word[2:] if word.startswith("-o") and len(word) > 2 else None
+        if word == "-o" and i + 1 < len(words):
+            option = words[i + 1]
+        if word == "-J" and i + 1 < len(words):
+            return words[i + 1]
+        if option is None:
+            continue
+        name, _, value = option.partition("=")
+        if name.strip().lower() == "proxyjump" and value.strip().lower() != "none":
+            return value.strip()
+        if name.strip().lower() == "proxycommand":
+            command = shlex.split(value)
+            if command[:1] == ["ssh"] and "-W" in command:
+                return command[-1]
+    return None
+
+
+def known_hosts_file(ssh_args: str) -> str | None:
+    for word in shlex.split(ssh_args):
+        if word.startswith("UserKnownHostsFile="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _jump(inv: Inventory, host: str, variables: dict[str, Any]) -> Jump | None:
+    args = f"{variables.get('ansible_ssh_common_args', '')} {variables.get('ansible_ssh_extra_args', '')}"
+    spec = proxy_jump(args)
+    if spec is None:
+        return None
+    where = f"{var_file(inv, host, 'ansible_ssh_common_args')}: ansible_ssh_common_args (host {host})"
+    if "," in spec:
+        raise UserError(f"{where}: ProxyJump {spec!r}: only one jump host is supported")
+    match = _JUMP.match(spec)
+    if not match:
+        raise UserError(f"{where}: ProxyJump {spec!r}: expected [user@]host[:port]")
+    name = match["host"].strip("[]")
+    user, port = match["user"], int(match["port"]) if match["port"] else None
+    if name in inv.hosts:  # an inventory host: its own connection variables apply
+        jv = host_vars(inv, name)
+        name, port = str(jv.get("ansible_host", name)), port or int(jv.get("ansible_port", 22))
+        user = user or jv.get("ansible_user")
+    return Jump(
+        host=name,
+        port=port or 22,
+        user=user or variables.get("ansible_user"),
+        key_file=variables.get("ansible_ssh_private_key_file"),
+        known_hosts=known_hosts_file(args),
+    )
+
+
+def _secret(inv: Inventory, host: str, variables: dict[str, Any], value: Any, where: str, vault: Any) -> str:
+    """A plain string, a vaulted value, or one `{{ var }}` reference to either."""
+    ref = _VAR_REF.match(value) if isinstance(value, str) else None
+    if ref:
+        name = ref.group(1)
+        if name not in variables:
+            raise UserError(f"{where}: refers to {name}, which host {host} does not define")
+        value, where = variables[name], f"{var_file(inv, host, name)}: {name} (host {host})"
+    if isinstance(value, VaultText):
+        if vault is None:
+            raise UserError(f"{where}: is vault-encrypted: pass --vault-password-file")
+        try:
+            return vault.decrypt(value.ciphertext.encode()).decode()
+        except Exception as exc:  # ansible raises AnsibleError subclasses with the reason
+            raise UserError(f"{where}: cannot decrypt: {exc}") from exc
+    if not isinstance(value, str) or "{{" in value:
+        raise UserError(f"{where}: expected a string or one {{{{ variable }}}} reference")
+    return value
+
+
+def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: Any = None) -> list[Target]:
+    targets = []
+    for host in hosts:
+        variables = {**defaults, **host_vars(inv, host)}
+        services = variables.get("inference_services") or []
+        where = f"{var_file(inv, host, 'inference_services')}: inference_services (host {host})"
+        if not isinstance(services, list):
+            raise UserError(f"{where}: expected a list of services")
+        for n, svc in enumerate(services):
+            if not isinstance(svc, dict) or not svc.get("name") or not svc.get("port") or not svc.get("repo"):
+                raise UserError(f"{where}[{n}]: each service needs name, port and repo")
+            scheme = "https" if svc.get("tls") else "http"
+            address = svc.get("address") or variables.get("ansible_host", host)
+            api_key = svc.get("api_key")
+            if api_key is not None:
+                api_key = _secret(inv, host, variables, api_key, f"{where}[{n}].api_key", vault)
+            targets.append(
+                Target(
+                    host=host,
+                    service=str(svc["name"]),
+                    url=f"{scheme}://{address}:{int(svc['port'])}",
+                    model=str(svc.get("served_model_name") or svc["repo"]),
+                    api_key=api_key,
+                    slo=SLO(
+                        variables.get("inference_slo_ttft_ms"),
+                        variables.get("inference_slo_tpot_ms"),
+                        variables.get("inference_slo_e2e_ms"),
+                    ),
+                    min_goodput=float(variables["inference_slo_min_goodput"]),
+                    max_error_rate=float(variables["inference_loadtest_max_error_rate"]),
+                    load=LoadSize(
+                        concurrency=int(variables["inference_loadtest_concurrency"]),
+                        requests=int(variables["inference_loadtest_requests"]),
+                        warmup=int(variables["inference_loadtest_warmup"]),
+                        input_tokens=int(variables["inference_loadtest_input_tokens"]),
+                        output_tokens=int(variables["inference_loadtest_output_tokens"]),
+                        timeout_s=float(variables["inference_loadtest_timeout_s"]),
+                    ),
+                    jump=_jump(inv, host, variables),
+                )
+            )
+    return targets
+
+
+def role_defaults(roles_dir: Path) -> dict[str, Any]:
+    from sovinfra.inventory.model import read_yaml
+
+    return dict(read_yaml(roles_dir / "inference" / "defaults" / "main.yml") or {})
