@@ -75,7 +75,12 @@ class OpenAIStub:
                 while (line := await reader.readline()) not in (b"\r\n", b""):
                     k, _, v = line.decode().partition(":")
                     headers[k.strip().lower()] = v.strip()
-                body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
+                raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                if request_line.startswith(b"GET "):  # /health, /v1/models: readiness probes
+                    models = {"object": "list", "data": [{"id": "m", "object": "model"}]}
+                    await self._plain(writer, 200, json.dumps(models).encode())
+                    continue
+                body = json.loads(raw)
                 self.count += 1
                 if self.slots:
                     async with self.slots:
@@ -101,7 +106,7 @@ class OpenAIStub:
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         chat = "messages" in body
-        tokens = int(body.get("max_tokens", 16))
+        tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
 
         async def send(payload: str) -> None:
             data = f"data: {payload}\n\n".encode()
@@ -114,7 +119,10 @@ class OpenAIStub:
                 choice = {"index": 0, "delta": delta, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text or "", "finish_reason": finish}
-            return json.dumps({"id": f"cmpl-{n}", "object": "chunk", "choices": [choice]})
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            return json.dumps(
+                {"id": f"cmpl-{n}", "object": kind, "created": 0, "model": "m", "choices": [choice]}
+            )
 
         if c.role_chunk and chat:
             await send(chunk(None, role=True))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sovinfra.loadtest.metrics import RequestRecord
-from sovinfra.loadtest.sse import MalformedEvent, SSEDecoder, parse_chunk
+from sovinfra.loadtest.sse import ChunkedDecoder, MalformedEvent, SSEDecoder, parse_chunk
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,15 @@ async def _read_headers(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 
 async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The body's bytes as they arrive: one await per socket read, framing decoded in memory."""
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size_line = await reader.readline()
-            if not size_line:
+        chunked = ChunkedDecoder()
+        while not chunked.done:
+            data = await reader.read(65536)
+            if not data:
                 raise asyncio.IncompleteReadError(b"", None)
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                await reader.readline()
-                return
-            data = await reader.readexactly(size)
-            await reader.readexactly(2)
-            yield data
+            if payload := chunked.feed(data):
+                yield payload
     elif "content-length" in headers:
         remaining = int(headers["content-length"])
         while remaining > 0:

@@ -64,3 +64,35 @@ def parse_chunk(payload: str) -> Chunk:
         finish = choice.get("finish_reason") or finish
     usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
     return Chunk(text, finish, usage)
+
+
+class ChunkedDecoder:
+    """HTTP/1.1 chunked transfer coding, fed whatever one socket read returned (one await per read)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._need = -1  # bytes left of the current chunk's data (+2 for its CRLF); -1: expect a size line
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = []
+        while not self.done:
+            if self._need < 0:
+                end = self._buffer.find(b"\r\n")
+                if end == -1:
+                    break
+                try:
+                    size = int(self._buffer[:end].split(b";")[0].strip() or b"0", 16)
+                except ValueError as exc:
+                    raise MalformedEvent(f"bad chunk size line {self._buffer[:end][:40]!r}") from exc
+                self._buffer = self._buffer[end + 2 :]
+                if size == 0:
+                    self.done = True  # trailers (normally none) end with an empty line; nothing follows
+                    break
+                self._need = size + 2
+            if len(self._buffer) < self._need:
+                break
+            out.append(self._buffer[: self._need - 2])
+            self._buffer, self._need = self._buffer[self._need :], -1
+        return b"".join(out)

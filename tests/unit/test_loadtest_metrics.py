@@ -58,3 +58,13 @@ def test_baseline_comparison() -> None:
     result = metrics.compare(now, base, 10.0)
     assert result["regression_pct"] == {"ttft_ms.p50": 30.0, "itl_ms.p50": 5.0, "output_tokens_per_s": 5.0}
     assert result["failed"] == ["ttft_ms.p50"]
+
+
+def test_chunked_decoder_any_split() -> None:
+    body = b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\n\r\n"
+    for cut in range(1, len(body)):
+        dec = sse.ChunkedDecoder()
+        got = dec.feed(body[:cut]) + dec.feed(body[cut:])
+        assert got == b"hello world!" and dec.done, cut
+    with pytest.raises(sse.MalformedEvent):
+        sse.ChunkedDecoder().feed(b"zz\r\n")
