@@ -1,7 +1,8 @@
 /*
  * sovinfra's NVML simulator: a libnvidia-ml.so.1 that the unmodified pynvml loads.
  *
- * It reads the GPU profile (YAML) named by SOVINFRA_NVML_PROFILE at every nvmlInit and answers the
+ * It reads the GPU profile (YAML) named by SOVINFRA_NVML_PROFILE (else /etc/sovinfra/nvml-profile.yml,
+ * where the lab's stand-in driver package expects it) at every nvmlInit and answers the
  * NVML calls the health checks make, with the exact C signatures of NVIDIA's nvml.h. What a profile
  * leaves out answers NVML_ERROR_NOT_SUPPORTED, as a real driver does for a feature a GPU lacks;
  * functions not implemented here are simply absent, so pynvml raises FunctionNotFound, as it does
@@ -17,9 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #define EXPORT __attribute__((visibility("default")))
+#define DEFAULT_PROFILE "/etc/sovinfra/nvml-profile.yml"
 #define MAX_GPUS 64
 #define MAX_LINKS 36
 #define MAX_PROCS 32
@@ -413,8 +416,13 @@ static nvmlReturn_t load_profile(void) {
     const char *file = getenv("SOVINFRA_NVML_PROFILE");
     g_error[0] = 0;
     if (!file || !*file) {
-        snprintf(g_error, sizeof g_error, "SOVINFRA_NVML_PROFILE is not set: no simulated driver is loaded");
-        return NVML_ERROR_DRIVER_NOT_LOADED;
+        /* Installed as the node's libnvidia-ml.so.1 (the lab's stand-in driver): the node's profile. */
+        file = DEFAULT_PROFILE;
+        if (access(file, F_OK) != 0) {
+            snprintf(g_error, sizeof g_error,
+                     "SOVINFRA_NVML_PROFILE is not set and %s is absent: no simulated driver is loaded", file);
+            return NVML_ERROR_DRIVER_NOT_LOADED;
+        }
     }
     FILE *fh = fopen(file, "rb");
     if (!fh) {

@@ -1,0 +1,390 @@
+"""The lab's stand-in NVIDIA repositories: real package names, versions and dependency shape, signed.
+
+NVIDIA's repositories cannot be reached from the lab and a container cannot load a kernel module, so the
+lab builds apt repositories of stand-ins, laid out like NVIDIA's flat repositories (CUDA's
+`repos/debian12/x86_64/` and the container toolkit's `stable/deb/amd64/`), signed by a lab key, and the
+mirror host publishes them as a site publishes NVIDIA's. The roles' repository, pin, install and hold
+logic runs on them unchanged. What the stand-ins do instead of the real thing:
+  - libnvidia-ml1 installs the NVML simulator as libnvidia-ml.so.1 (reads /etc/sovinfra/nvml-profile.yml);
+  - nvidia-smi, nvidia-ctk read GPUs through that NVML; nvidia-ctk edits runtime configs as 1.18 does;
+  - the kernel module packages carry no module (nothing to build or load in a container);
+  - linux-headers-<lab host kernel>: containers run the lab host's kernel, whose headers no archive has.
+Package names follow NVIDIA's Debian 12 CUDA repository (see the stack issue's note for sources).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+
+from sovinfra.errors import UserError
+
+STANDIN_DIR = Path(__file__).parent / "nvidia_standin"
+DRIVER_VERSIONS = ("570.124.06", "570.133.20")  # one branch: the upgrade path
+DRIVER_BRANCH = "570"
+CUDA_VERSIONS = ("12.8.1", "12.4.1")
+CONTAINER_TOOLKIT_VERSION = "1.18.0"
+REVISION = "1"
+CUDA_REPO = "cuda/repos/debian12/x86_64"
+CONTAINER_TOOLKIT_REPO = "libnvidia-container/stable/deb/amd64"
+KEY_NAME = "sovinfra lab stand-in NVIDIA repositories"
+MULTIARCH_LIB = "/usr/lib/x86_64-linux-gnu"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    description: str
+    depends: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    files: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (mode, content)
+    ldconfig: bool = False  # ships shared libraries: activate libc's ldconfig trigger
+    arch: str = "amd64"
+
+    def recipe(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc["files"] = {p: [m, hashlib.sha256(c).hexdigest()] for p, (m, c) in sorted(self.files.items())}
+        return doc
+
+
+def _standin(name: str, **subst: str) -> bytes:
+    text = (STANDIN_DIR / name).read_text()
+    for key, value in subst.items():
+        text = text.replace(f"@{key}@", value)
+    return text.encode()
+
+
+def _unit(description: str, exec_start: str) -> bytes:
+    return (
+        f"[Unit]\nDescription={description} (sovinfra lab stand-in)\n\n"
+        f"[Service]\nType=simple\nExecStart={exec_start}\n\n[Install]\nWantedBy=multi-user.target\n"
+    ).encode()
+
+
+def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
+    v = f"{version}-{REVISION}"
+    exact = f"(= {v})"
+    helper = {"/usr/lib/sovinfra-standin/smi/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py"))}
+    return [
+        Package(
+            "libnvidia-ml1",
+            v,
+            "NVIDIA Management Library (stand-in: sovinfra's NVML simulator)",
+            files={f"{MULTIARCH_LIB}/libnvidia-ml.so.1": (0o644, nvml_library)},
+            ldconfig=True,
+        ),
+        Package(
+            "nvidia-smi",
+            v,
+            "NVIDIA System Management Interface (stand-in, reads NVML)",
+            depends=(f"libnvidia-ml1 {exact}", "python3"),
+            files={"/usr/bin/nvidia-smi": (0o755, _standin("nvidia-smi")), **helper},
+        ),
+        Package(
+            "nvidia-persistenced",
+            v,
+            "NVIDIA persistence daemon (stand-in)",
+            files={
+                "/usr/bin/nvidia-persistenced": (0o755, _standin("nvidia-persistenced")),
+                "/lib/systemd/system/nvidia-persistenced.service": (
+                    0o644,
+                    _unit("NVIDIA Persistence Daemon", "/usr/bin/nvidia-persistenced --persistence-mode"),
+                ),
+            },
+        ),
+        Package(
+            "nvidia-kernel-open-dkms",
+            v,
+            "NVIDIA open GPU kernel modules, DKMS (stand-in: no module)",
+            conflicts=("nvidia-kernel-dkms",),
+            files={f"/usr/src/nvidia-{version}/dkms.conf": (0o644, _dkms_conf(version, "open"))},
+        ),
+        Package(
+            "nvidia-kernel-dkms",
+            v,
+            "NVIDIA proprietary kernel modules, DKMS (stand-in: no module)",
+            conflicts=("nvidia-kernel-open-dkms",),
+            files={f"/usr/src/nvidia-{version}/dkms.conf": (0o644, _dkms_conf(version, "proprietary"))},
+        ),
+        Package(
+            "nvidia-driver",
+            v,
+            "NVIDIA driver metapackage (stand-in)",
+            depends=(
+                f"libnvidia-ml1 {exact}",
+                f"nvidia-smi {exact}",
+                f"nvidia-persistenced {exact}",
+                f"nvidia-kernel-open-dkms {exact} | nvidia-kernel-dkms {exact}",
+            ),
+        ),
+        Package(
+            "nvidia-open",
+            v,
+            "NVIDIA driver with open kernel modules (stand-in)",
+            depends=(f"nvidia-driver {exact}", f"nvidia-kernel-open-dkms {exact}"),
+        ),
+        Package(
+            "cuda-drivers",
+            v,
+            "NVIDIA driver with proprietary kernel modules (stand-in)",
+            depends=(f"nvidia-driver {exact}", f"nvidia-kernel-dkms {exact}"),
+        ),
+        Package(
+            f"nvidia-fabricmanager-{DRIVER_BRANCH}",
+            v,
+            "NVIDIA Fabric Manager for NVSwitch systems (stand-in)",
+            files={
+                "/usr/bin/nv-fabricmanager": (0o755, _standin("nv-fabricmanager")),
+                "/usr/share/nvidia/nvswitch/fabricmanager.cfg": (
+                    0o644,
+                    b"LOG_LEVEL=4\nFM_STAY_RESIDENT_ON_FAILURES=0\n",
+                ),
+                "/lib/systemd/system/nvidia-fabricmanager.service": (
+                    0o644,
+                    _unit(
+                        "NVIDIA fabric manager service",
+                        "/usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg",
+                    ),
+                ),
+            },
+        ),
+    ]
+
+
+def _dkms_conf(version: str, flavour: str) -> bytes:
+    text = f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{version}"\n# sovinfra stand-in ({flavour}): no module\n'
+    return text.encode()
+
+
+def cuda_packages(version: str) -> list[Package]:
+    major, minor, _patch = version.split(".")
+    dash, dot, v = f"{major}-{minor}", f"{major}.{minor}", f"{version}-{REVISION}"
+    prefix = f"/usr/local/cuda-{dot}"
+    nvcc = f"#!/bin/sh\necho 'nvcc: NVIDIA (R) Cuda compiler driver (sovinfra stand-in)'\necho 'Cuda compilation tools, release {dot}, V{version}'\n"  # noqa: E501
+    return [
+        Package(
+            f"cuda-nvcc-{dash}",
+            v,
+            f"CUDA nvcc {dot} (stand-in)",
+            files={f"{prefix}/bin/nvcc": (0o755, nvcc.encode())},
+        ),
+        Package(
+            f"cuda-cudart-{dash}",
+            v,
+            f"CUDA runtime {dot} (stand-in: no library)",
+            files={f"{prefix}/version.json": (0o644, json.dumps({"cuda": {"version": version}}).encode())},
+        ),
+        Package(
+            f"cuda-toolkit-{dash}",
+            v,
+            f"CUDA Toolkit {dot} metapackage (stand-in)",
+            depends=(f"cuda-nvcc-{dash} (= {v})", f"cuda-cudart-{dash} (= {v})"),
+        ),
+    ]
+
+
+def headers_package(kernel_release: str) -> Package:
+    return Package(
+        f"linux-headers-{kernel_release}",
+        f"{kernel_release}-{REVISION}",
+        "Header files for the lab host's kernel (stand-in: containers run this kernel)",
+        files={f"/usr/src/linux-headers-{kernel_release}/.sovinfra-standin": (0o644, b"")},
+    )
+
+
+def container_toolkit_packages(version: str) -> list[Package]:
+    v = f"{version}-{REVISION}"
+    runtime = b'#!/bin/sh\n# sovinfra stand-in: the NVIDIA hook is a no-op without devices\nexec runc "$@"\n'
+    return [
+        Package("libnvidia-container1", v, "NVIDIA container runtime library (stand-in)"),
+        Package(
+            "libnvidia-container-tools",
+            v,
+            "NVIDIA container runtime library tools (stand-in)",
+            depends=(f"libnvidia-container1 (= {v})",),
+        ),
+        Package(
+            "nvidia-container-toolkit-base",
+            v,
+            "NVIDIA Container Toolkit base: nvidia-ctk (stand-in)",
+            depends=("python3",),
+            files={
+                "/usr/bin/nvidia-ctk": (0o755, _standin("nvidia-ctk", VERSION=version)),
+                "/usr/lib/sovinfra-standin/ctk/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py")),
+                "/usr/bin/nvidia-container-runtime": (0o755, runtime),
+            },
+        ),
+        Package(
+            "nvidia-container-toolkit",
+            v,
+            "NVIDIA Container Toolkit (stand-in)",
+            depends=(f"nvidia-container-toolkit-base (= {v})", f"libnvidia-container-tools (= {v})"),
+        ),
+    ]
+
+
+def cuda_repo_packages(nvml_library: bytes, kernel_release: str) -> list[Package]:
+    packages = [p for v in DRIVER_VERSIONS for p in driver_packages(v, nvml_library)]
+    packages += [p for v in CUDA_VERSIONS for p in cuda_packages(v)]
+    return [*packages, headers_package(kernel_release)]
+
+
+# ---- building (I/O) ----
+
+
+def _control(pkg: Package, installed_kb: int) -> str:
+    lines = [
+        f"Package: {pkg.name}",
+        f"Version: {pkg.version}",
+        f"Architecture: {pkg.arch}",
+        "Maintainer: sovinfra lab <lab@sovinfra.invalid>",
+        f"Installed-Size: {installed_kb}",
+        "Section: non-free/libs",
+        "Priority: optional",
+    ]
+    if pkg.depends:
+        lines.append("Depends: " + ", ".join(pkg.depends))
+    if pkg.conflicts:
+        lines.append("Conflicts: " + ", ".join(pkg.conflicts))
+    lines.append(f"Description: {pkg.description}")
+    return "\n".join(lines) + "\n"
+
+
+def build_deb(pkg: Package, out_dir: Path, epoch: int) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        (root / "DEBIAN").mkdir(parents=True)
+        size = 0
+        for path, (mode, content) in sorted(pkg.files.items()):
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(mode)
+            size += len(content)
+        (root / "DEBIAN" / "control").write_text(_control(pkg, max(1, size // 1024)))
+        if pkg.ldconfig:
+            (root / "DEBIAN" / "triggers").write_text("activate-noawait ldconfig\n")
+        for p in root.rglob("*"):
+            os.utime(p, (epoch, epoch), follow_symlinks=False)
+        deb = out_dir / f"{pkg.name}_{pkg.version}_{pkg.arch}.deb"
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+    return deb
+
+
+def _gpg(home: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["gpg", "--batch", "--homedir", str(home), *args], check=True, capture_output=True, text=True, **kw
+    )  # type: ignore[call-overload]
+
+
+def signing_key(home: Path) -> str:
+    """The lab's repository key (made once, kept with the lab's caches); returns its fingerprint."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    listing = _gpg(home, "--with-colons", "--list-secret-keys").stdout
+    if "fpr:" not in listing:
+        _gpg(home, "--passphrase", "", "--quick-gen-key", KEY_NAME, "ed25519", "sign", "never")
+        listing = _gpg(home, "--with-colons", "--list-secret-keys").stdout
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def index_repo(repo: Path, home: Path, fingerprint: str, label: str) -> None:
+    """Packages(.gz), Release with hashes, InRelease and Release.gpg: what apt verifies."""
+    packages = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (repo / "Packages").write_text(packages)
+    with gzip.GzipFile(repo / "Packages.gz", "wb", mtime=0) as gz:
+        gz.write(packages.encode())
+    lines = [
+        f"Origin: {label}",
+        f"Label: {label}",
+        "Architectures: amd64 all",
+        f"Date: {formatdate(usegmt=True)}",
+    ]
+    for field_name, algo in (("MD5Sum", "md5"), ("SHA256", "sha256")):
+        lines.append(f"{field_name}:")
+        for name in ("Packages", "Packages.gz"):
+            data = (repo / name).read_bytes()
+            lines.append(f" {hashlib.new(algo, data).hexdigest()} {len(data):>8} {name}")
+    (repo / "Release").write_text("\n".join(lines) + "\n")
+    for out in ("InRelease", "Release.gpg"):
+        (repo / out).unlink(missing_ok=True)
+    _gpg(
+        home, "--local-user", fingerprint, "--clearsign", "-o", str(repo / "InRelease"), str(repo / "Release")
+    )
+    _gpg(
+        home,
+        "--local-user",
+        fingerprint,
+        "--armor",
+        "--detach-sign",
+        "-o",
+        str(repo / "Release.gpg"),
+        str(repo / "Release"),
+    )
+    key = _gpg(home, "--armor", "--export", fingerprint).stdout
+    (repo / f"{fingerprint[-8:].lower()}.pub").write_text(key)
+
+
+@dataclass(frozen=True)
+class StandinRepos:
+    root: Path  # holds CUDA_REPO and CONTAINER_TOOLKIT_REPO
+    fingerprint: str
+
+    @property
+    def key_file(self) -> str:
+        return f"{self.fingerprint[-8:].lower()}.pub"
+
+
+def ensure(cache_dir: Path, nvml_library: Path, kernel_release: str) -> StandinRepos:
+    """Build the stand-in repositories unless the same recipe was built before."""
+    for tool in ("dpkg-deb", "dpkg-scanpackages", "gpg"):
+        if not shutil.which(tool):
+            raise UserError(f"{tool} is not installed (run scripts/setup): the lab builds NVIDIA stand-ins")
+    home = cache_dir / "gnupg"
+    fingerprint = signing_key(home)
+    cuda = cuda_repo_packages(nvml_library.read_bytes(), kernel_release)
+    toolkit = container_toolkit_packages(CONTAINER_TOOLKIT_VERSION)
+    recipe = json.dumps(
+        [fingerprint, [p.recipe() for p in cuda], [p.recipe() for p in toolkit]], sort_keys=True
+    )
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    root = cache_dir / "repos" / digest
+    if (root / CUDA_REPO / "InRelease").exists() and (root / CONTAINER_TOOLKIT_REPO / "InRelease").exists():
+        return StandinRepos(root, fingerprint)
+    staging = cache_dir / "repos" / f".{digest}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    repos = (
+        (CUDA_REPO, cuda, "NVIDIA CUDA (sovinfra lab stand-in)"),
+        (CONTAINER_TOOLKIT_REPO, toolkit, "NVIDIA container toolkit (sovinfra lab stand-in)"),
+    )
+    for sub, packages, label in repos:
+        repo = staging / sub
+        repo.mkdir(parents=True)
+        for pkg in packages:
+            build_deb(pkg, repo, epoch=1_700_000_000)
+        index_repo(repo, home, fingerprint, label)
+    for old in (cache_dir / "repos").glob("[0-9a-f]*"):
+        shutil.rmtree(old, ignore_errors=True)  # one recipe at a time: the cache does not grow
+    staging.rename(root)
+    os.chmod(root.parent, 0o755)
+    return StandinRepos(root, fingerprint)
