@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from sovinfra.lab import nvidia_repo
 from sovinfra.lab.state import LabState
 
 
@@ -19,7 +20,8 @@ def hosts_document(state: LabState) -> dict[str, Any]:
     return {"all": {"children": {g: {"hosts": hosts or None} for g, hosts in groups.items()}}}
 
 
-def group_vars_all(state: LabState, lab_dir: Path) -> dict[str, Any]:
+def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> dict[str, Any]:
+    mirror = next((h.address for h in state.hosts.values() if "model_mirror" in h.groups), None)
     return {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
@@ -33,6 +35,19 @@ def group_vars_all(state: LabState, lab_dir: Path) -> dict[str, Any]:
         "preflight_gpu_pci_required": False,
         # ...and read through the NVML simulator, with a profile `sovinfra lab gpu` can swap.
         "health_agent_nvml_simulator": True,
+        # NVIDIA's repositories as stand-ins, published by the mirror host as a site publishes NVIDIA's;
+        # the roles' default URLs already point at the site mirror, only the lab's signing key differs.
+        "model_mirror_package_trees": [
+            {"name": sub, "src": str(repos.root / sub)}
+            for sub in (nvidia_repo.CUDA_REPO, nvidia_repo.CONTAINER_TOOLKIT_REPO)
+        ],
+        "base_apt_proxy_direct_hosts": [mirror] if mirror else [],
+        "nvidia_repo_key_url": "{{ nvidia_repo_url }}/" + repos.key_file,
+        "nvidia_repo_key_fingerprint": repos.fingerprint,
+        "nvidia_container_toolkit_repo_key_url": "{{ nvidia_container_toolkit_repo_url }}/" + repos.key_file,
+        "nvidia_container_toolkit_repo_key_fingerprint": repos.fingerprint,
+        # The simulated GPUs are HGX 8-GPU boards, whose NVSwitches containers cannot see on PCI.
+        "fabric_manager_enabled": True,
         "sovinfra_lab": True,
     }
 
@@ -45,8 +60,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write(state: LabState, inventory_dir: Path, lab_dir: Path) -> None:
-    _write(inventory_dir / "group_vars" / "all.yml", group_vars_all(state, lab_dir))
+def write(state: LabState, inventory_dir: Path, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> None:
+    _write(inventory_dir / "group_vars" / "all.yml", group_vars_all(state, lab_dir, repos))
     _write(inventory_dir / "hosts.yml", hosts_document(state))
 
 

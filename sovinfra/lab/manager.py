@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sovinfra import paths
 from sovinfra.errors import UserError
-from sovinfra.lab import aptproxy, base, cgroups, config, hosts, network, processes, state
+from sovinfra.lab import aptproxy, base, cgroups, config, hosts, network, nvidia_repo, processes, state
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.shell import run
 
@@ -71,8 +71,16 @@ def up(nodes: int, log: Log = print) -> state.LabState:
     for plan, pid in started:
         hosts.wait_ssh(plan, pid)
         log(f"{plan.name} {plan.address} up")
-    lab_inventory.write(current, paths.lab_inventory_dir(), lab_dir)
+    lab_inventory.write(current, paths.lab_inventory_dir(), lab_dir, standin_repos())
     return current
+
+
+def standin_repos() -> nvidia_repo.StandinRepos:
+    """NVIDIA's repositories as the lab has them: stand-ins carrying the NVML simulator."""
+    from sovinfra.lab import nvmlsim
+
+    # Containers run this host's kernel: the stand-in headers package is for it.
+    return nvidia_repo.ensure(paths.lab_cache_dir() / "nvidia", nvmlsim.build(), os.uname().release)
 
 
 @dataclass

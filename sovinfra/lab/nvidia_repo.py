@@ -79,6 +79,7 @@ def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
             "libnvidia-ml1",
             v,
             "NVIDIA Management Library (stand-in: sovinfra's NVML simulator)",
+            depends=("libyaml-0-2",),
             files={f"{MULTIARCH_LIB}/libnvidia-ml.so.1": (0o644, nvml_library)},
             ldconfig=True,
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sovinfra.inventory import site
-from sovinfra.lab import config, network
+from sovinfra.lab import config, network, nvidia_repo
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState
 
@@ -28,7 +28,8 @@ def test_written_inventory_passes_the_check(tmp_path: Path) -> None:
     state = LabState(subnet="10.213.7.0/24", gateway="10.213.7.1")
     for p in config.plan_hosts(2):
         state.hosts[p.name] = HostState(p.name, p.address, list(p.groups), 1)
-    lab_inventory.write(state, tmp_path / "lab", tmp_path)
+    repos = nvidia_repo.StandinRepos(tmp_path / "repos", "647918C05EDD29E1A8E2F83A0F0FF1D5A2827549")
+    lab_inventory.write(state, tmp_path / "lab", tmp_path, repos)
     inv, problems = site.load_checked(tmp_path / "lab")
     assert inv.hosts_in("gpu_nodes") == {"gpu1", "gpu2"}
     assert inv.hosts_in("model_mirror") == {"mirror1"}
