@@ -63,6 +63,12 @@ def _print_recap(result: runner.RunResult) -> None:
 @click.option("--tags", help="only these tags (e.g. base,preflight)")
 @click.option("--check", is_flag=True, help="report what would change, change nothing")
 @click.option("--diff", is_flag=True, help="show file differences")
+@click.option(
+    "-e",
+    "--extra-vars",
+    multiple=True,
+    help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,
@@ -71,12 +77,16 @@ def apply(
     tags: str | None,
     check: bool,
     diff: bool,
+    extra_vars: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run PLAYBOOK (default: site) against the inventory."""
     path = site.resolve(inventory_path)
-    inv, _ = site.load_checked(path)  # bad input fails here, before any host is touched
+    extra = site.parse_extra_vars(extra_vars)
+    inv, _ = site.load_checked(path, extra)  # bad input fails here, before any host is touched
     run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
+    if extra:
+        run.extra_args += ["--extra-vars", json.dumps(extra)]
     result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
     if as_json:
         click.echo(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from sovinfra import paths
 from sovinfra.errors import UserError
@@ -27,10 +30,14 @@ def resolve(explicit: str | None) -> Path:
     raise UserError("no inventory: pass -i INVENTORY, set SOVINFRA_INVENTORY, or start the lab (sovinfra lab up)")
 
 
-def load_checked(path: Path) -> tuple[model.Inventory, list[validate.Problem]]:
-    """The inventory and every problem in it; raises UserError when any problem is an error."""
+def load_checked(
+    path: Path, extra_vars: dict[str, Any] | None = None
+) -> tuple[model.Inventory, list[validate.Problem]]:
+    """The inventory (and any -e variables) with every problem in it; UserError when any is an error."""
     roles_dir = paths.project_root() / "roles"
     inv = model.load(path)
+    if extra_vars:
+        inv.sources.append(model.VarSource(Path("-e"), "extra vars", extra_vars))
     problems = validate.check(inv, specs.load_specs(roles_dir), specs.role_names(roles_dir))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
@@ -38,3 +45,33 @@ def load_checked(path: Path) -> tuple[model.Inventory, list[validate.Problem]]:
             f"{path}: {len(errors)} problem(s) in the inventory:\n" + "\n".join(f"  {p}" for p in errors)
         )
     return inv, problems
+
+
+def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
+    """-e KEY=VALUE (VALUE read as YAML), -e '{json or yaml mapping}', or -e @FILE, as ansible-playbook."""
+    merged: dict[str, Any] = {}
+    for raw in values:
+        where = f"-e {raw[:60]!r}"
+        if raw.startswith("@"):
+            file = Path(raw[1:])
+            if not file.is_file():
+                raise UserError(f"{where}: {file} not found")
+            doc = model.read_yaml(file)
+            where = str(file)
+        elif raw.lstrip().startswith("{"):
+            try:
+                doc = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise UserError(f"{where}: not a JSON/YAML mapping: {exc}") from exc
+        else:
+            key, sep, value = raw.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise UserError(f"{where}: expected KEY=VALUE, a {{mapping}} or @FILE")
+            try:
+                doc = {key.strip(): yaml.safe_load(value) if value else ""}
+            except yaml.YAMLError as exc:
+                raise UserError(f"{where}: {key}: value is not valid YAML: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise UserError(f"{where}: expected a mapping of variables")
+        merged.update(doc)
+    return merged

@@ -80,7 +80,10 @@ def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
             v,
             "NVIDIA Management Library (stand-in: sovinfra's NVML simulator)",
             depends=("libyaml-0-2",),
-            files={f"{MULTIARCH_LIB}/libnvidia-ml.so.1": (0o644, nvml_library)},
+            files={
+                f"{MULTIARCH_LIB}/libnvidia-ml.so.1": (0o644, nvml_library),
+                "/usr/share/sovinfra-standin/driver-version": (0o644, f"{version}\n".encode()),
+            },
             ldconfig=True,
         ),
         Package(

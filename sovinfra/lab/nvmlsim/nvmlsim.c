@@ -23,6 +23,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define DEFAULT_PROFILE "/etc/sovinfra/nvml-profile.yml"
+#define STANDIN_DRIVER_VERSION "/usr/share/sovinfra-standin/driver-version"
 #define MAX_GPUS 64
 #define MAX_LINKS 36
 #define MAX_PROCS 32
@@ -411,6 +412,19 @@ static const struct { const char *name; nvmlReturn_t code; } INIT_ERRORS[] = {
     {"unknown", NVML_ERROR_UNKNOWN},
 };
 
+/* Installed by the lab's stand-in driver package: the node reports the driver it has installed, as a
+ * real node does, whatever the profile says (upgrades and downgrades show through NVML). */
+static void installed_driver_version(void) {
+    FILE *fh = fopen(STANDIN_DRIVER_VERSION, "r");
+    if (!fh) return;
+    char line[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+    if (fgets(line, sizeof line, fh)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (line[0]) snprintf(g_driver, sizeof g_driver, "%s", line);
+    }
+    fclose(fh);
+}
+
 /* Returns NVML_SUCCESS, or the error nvmlInit must report. */
 static nvmlReturn_t load_profile(void) {
     const char *file = getenv("SOVINFRA_NVML_PROFILE");
@@ -496,6 +510,7 @@ static nvmlReturn_t load_profile(void) {
     }
     for (unsigned int i = 0; i < g_ngpus; i++)
         if (!g_gpus[i].lost) g_visible[g_nvisible++] = &g_gpus[i];
+    installed_driver_version();
     return NVML_SUCCESS;
 }
 
