@@ -29,7 +29,9 @@ def host(inventory: str, name: str) -> testinfra.host.Host:
 
 
 def versions(node: testinfra.host.Host, packages: tuple[str, ...]) -> dict[str, str]:
-    out = node.check_output("dpkg-query -W -f '${Package} ${Version}\\n' %s", " ".join(packages))
+    out = node.check_output(
+        "dpkg-query -W -f '${Package} ${Version}\\n' " + " ".join(["%s"] * len(packages)), *packages
+    )
     return dict(line.split() for line in out.splitlines())
 
 
