@@ -61,6 +61,7 @@ def _print_recap(result: runner.RunResult) -> None:
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @click.option("--limit", help="only these hosts/groups (Ansible pattern)")
 @click.option("--tags", help="only these tags (e.g. base,preflight)")
+@click.option("--skip-tags", help="all but these tags (e.g. gpu_nodes)")
 @click.option("--check", is_flag=True, help="report what would change, change nothing")
 @click.option("--diff", is_flag=True, help="show file differences")
 @click.option(
@@ -75,6 +76,7 @@ def apply(
     inventory_path: str | None,
     limit: str | None,
     tags: str | None,
+    skip_tags: str | None,
     check: bool,
     diff: bool,
     extra_vars: tuple[str, ...],
@@ -87,6 +89,8 @@ def apply(
     run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
     if extra:
         run.extra_args += ["--extra-vars", json.dumps(extra)]
+    if skip_tags:
+        run.extra_args += ["--skip-tags", skip_tags]
     result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
     if as_json:
         click.echo(
