@@ -31,8 +31,9 @@ def main() -> None:
     was_up = manager.is_up()
     manager.up(6, log=lambda m: print(m, flush=True))
     try:
-        # Everything the stack needs first: base on every node, the mirror publishing NVIDIA's repositories.
-        play("site.yml", "all", 7, "--skip-tags", "gpu_nodes,health_agent,model_cache")
+        # Everything the stack needs first: base, the health agent (in the lab it installs the simulated GPUs'
+        # profile that the stand-in NVML reads), the mirror publishing NVIDIA's repositories.
+        play("site.yml", "all", 7, "--skip-tags", "gpu_nodes,model_cache")
         warm, _ = play("gpu_nodes.yml", "gpu6", 1)
         print(f"warm-up node: {warm:.1f} s", flush=True)
         cells = {}
