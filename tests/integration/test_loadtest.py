@@ -205,3 +205,26 @@ def test_verify_load_judges_every_declared_endpoint(tmp_path: Path) -> None:
     (tmp_path / "group_vars" / "inference.yml").write_text("{}")
     none = CliRunner().invoke(cli, ["verify", "load", "-i", str(tmp_path)])
     assert none.exit_code == 2 and "no inference endpoints" in none.output
+
+
+def test_verify_load_decrypts_a_vaulted_api_key(tmp_path: Path) -> None:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    secret = VaultLib([("default", VaultSecret(b"pw"))]).encrypt("k").decode()
+    with OpenAIStub(StubConfig(ttft_s=0.01, itl_s=0.001, api_key="k")) as stub:
+        site = _inventory(tmp_path, stub.port, 500)
+        (tmp_path / "host_vars").mkdir()
+        vaulted = "vault_key: !vault |\n" + "".join(f"  {line}\n" for line in secret.splitlines())
+        service = f"{{name: chat, port: {stub.port}, repo: org/tiny, api_key: '{{{{ vault_key }}}}'}}"
+        services = f"inference_services:\n  - {service}\n"
+        (tmp_path / "host_vars" / "node1.yml").write_text(vaulted + services)
+        (tmp_path / "pw").write_text("pw\n")
+        locked = CliRunner().invoke(cli, ["verify", "load", "-i", str(site)])
+        assert (
+            locked.exit_code == 2 and "node1.yml: vault_key (host node1): is vault-encrypted" in locked.output
+        )
+        ok = CliRunner().invoke(
+            cli, ["verify", "load", "-i", str(site), "--vault-password-file", str(tmp_path / "pw"), "--json"]
+        )
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["endpoints"][0]["summary"]["requests_ok"] == 16
