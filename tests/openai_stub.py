@@ -63,6 +63,11 @@ class OpenAIStub:
         self.ready.set()
         self.loop.run_forever()
         server.close()
+        # Streams still open when the test ends are cancelled, not left to be garbage-collected mid-await.
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.peers.add(writer.get_extra_info("peername")[0])
@@ -80,7 +85,11 @@ class OpenAIStub:
                     models = {"object": "list", "data": [{"id": "m", "object": "model"}]}
                     await self._plain(writer, 200, json.dumps(models).encode())
                     continue
-                body = json.loads(raw)
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError:
+                    await self._plain(writer, 400, b'{"error":"body is not JSON"}')
+                    continue
                 self.count += 1
                 if self.slots:
                     async with self.slots:
