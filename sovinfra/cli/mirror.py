@@ -1,4 +1,4 @@
-"""`sovinfra mirror`: the internal model mirror (import, ls, verify, export, serve --dev)."""
+"""`sovinfra mirror`: the internal model mirror (import, ls, verify, export, serve --dev) and wheelhouse."""
 
 from __future__ import annotations
 
@@ -169,8 +169,11 @@ def serve(dev: bool, port: int | None, store_path: Path) -> None:
 
     store = _store(store_path)
     site = publish.publish(store)
-    with serve.DevServer(site, store.root / "blobs" / "sha256", port) as server:
+    wheels = store.root / "wheels" if (store.root / "wheels" / "simple").is_dir() else None
+    with serve.DevServer(site, store.root / "blobs" / "sha256", port, wheels) as server:
         click.echo(f"HF_ENDPOINT={server.url}", err=False)
+        if wheels:
+            click.echo(f"PIP_INDEX_URL={server.url}/simple/", err=False)
         serve.wait_forever(server)
 
 
@@ -213,11 +216,43 @@ def pull(
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @store_option
 def publish_(as_json: bool, store_path: Path) -> None:
-    """Regenerate what nginx serves (HF API files, links, header maps); says whether it changed."""
+    """Regenerate what nginx serves (HF API files, links, header maps, wheel index); says if it changed."""
     from sovinfra.mirror import publish
+    from sovinfra.mirror import wheels as wheelhouse
 
     changed = publish.publish_if_changed(_store(store_path))
+    changed = wheelhouse.index_if_changed(store_path) or changed
     if as_json:
         click.echo(json.dumps({"changed": changed}))
     else:
         click.echo("published" if changed else "up to date")
+
+
+@mirror.group()
+def wheels() -> None:
+    """The site's wheelhouse: wheels nodes install from, served by the mirror as /simple/ (PEP 503)."""
+
+
+@wheels.command("add")
+@click.argument("sources", nargs=-1, required=True)
+@store_option
+def wheels_add(sources: tuple[str, ...], store_path: Path) -> None:
+    """Add SOURCES: wheel files (copied), or requirements / source folders (built here once with pip)."""
+    from sovinfra.mirror import wheels as wheelhouse
+
+    for name in wheelhouse.add(store_path, list(sources), _log):
+        click.echo(f"added {name}")
+
+
+@wheels.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def wheels_ls(as_json: bool, store_path: Path) -> None:
+    """List the wheelhouse: file and sha256."""
+    from sovinfra.mirror import wheels as wheelhouse
+
+    files = wheelhouse.listing(store_path)
+    if as_json:
+        click.echo(json.dumps(files, indent=2))
+    for name, sha in files.items() if not as_json else ():
+        click.echo(f"{sha[:16]}  {name}")

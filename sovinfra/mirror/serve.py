@@ -29,12 +29,9 @@ def _env() -> jinja2.Environment:
     )
 
 
-def server_conf(site: Path, blobs: Path, listen: str) -> str:
-    return (
-        _env()
-        .get_template("mirror-server.conf.j2")
-        .render(managed=MANAGED, site=site, blobs=blobs, listen=listen)
-    )
+def server_conf(site: Path, blobs: Path, listen: str, wheels: Path | None = None) -> str:
+    template = _env().get_template("mirror-server.conf.j2")
+    return template.render(managed=MANAGED, site=site, blobs=blobs, listen=listen, wheels=wheels or "")
 
 
 def dev_conf(prefix: Path, server_conf_path: Path, user: str | None) -> str:
@@ -51,14 +48,14 @@ def free_port() -> int:
 class DevServer:
     """nginx on 127.0.0.1 over the store's live site, in the foreground of its caller."""
 
-    def __init__(self, site: Path, blobs: Path, port: int | None = None) -> None:
+    def __init__(self, site: Path, blobs: Path, port: int | None = None, wheels: Path | None = None) -> None:
         if not shutil.which("nginx"):
             raise UserError("nginx is not installed (apt-get install nginx-light)")
         self.port = port or free_port()
         self.prefix = Path(tempfile.mkdtemp(prefix="sovinfra-mirror-"))
         (self.prefix / "tmp").mkdir()
         server = self.prefix / "mirror-server.conf"
-        server.write_text(server_conf(site, blobs, f"127.0.0.1:{self.port}"))
+        server.write_text(server_conf(site, blobs, f"127.0.0.1:{self.port}", wheels))
         self.conf = self.prefix / "nginx.conf"
         user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
         self.conf.write_text(dev_conf(self.prefix, server, user))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from sovinfra.cli import cli
-from sovinfra.mirror import importer
+from sovinfra.mirror import importer, wheels
 from sovinfra.mirror.store import Store
 from tests.tiny_model import make_tiny_model
 
@@ -28,6 +30,7 @@ def pinned(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPat
     commit = importer.import_folder(
         store, make_tiny_model(tmp_path_factory.mktemp("m") / "tiny"), REPO, "main", False, lambda _m: None
     )
+    wheels.add(store.root, [str(probe_wheel(tmp_path_factory.mktemp("probe")))], lambda _m: None)
     group_vars = Path(lab_inventory) / "group_vars"
     files = {
         group_vars / "model_mirror.yml": {"model_mirror_source_store": str(store.root)},
@@ -42,6 +45,20 @@ def pinned(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPat
     finally:
         for path in files:
             path.unlink(missing_ok=True)
+
+
+def probe_wheel(folder: Path) -> Path:
+    """A one-module wheel, built here without any index."""
+    source, out = folder / "src", folder / "out"
+    (source / "sovinfra_probe").mkdir(parents=True)
+    (source / "sovinfra_probe" / "__init__.py").write_text("ANSWER = 42\n")
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "sovinfra-probe"\nversion = "1.0"\n'
+    )
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-index", "--no-build-isolation", "-w", str(out)]
+    subprocess.run([*cmd, str(source)], check=True, capture_output=True)
+    return next(out.glob("*.whl"))
 
 
 def apply(inventory: str, *args: str) -> tuple[int, dict]:
@@ -74,6 +91,17 @@ def test_mirror_serves_and_nodes_pull_verified(lab_inventory: str, pinned: str) 
     assert code == 0 and second["changes"] == []
     code, checked = apply(lab_inventory, "--check")
     assert code == 0 and checked["changes"] == []
+
+
+def test_nodes_install_wheels_from_the_mirror_only(lab_inventory: str, pinned: str) -> None:
+    gpu1 = host(lab_inventory, "gpu1")
+    gpu1.check_output("rm -rf /tmp/probe && python3 -m venv /tmp/probe")
+    # The lab has no route out: this can only succeed from mirror1's wheelhouse.
+    index = "http://10.213.7.10/simple/"
+    # Plain HTTP on the site network: pip needs --trusted-host; integrity comes from the #sha256 links.
+    pip = f"/tmp/probe/bin/pip install -q --no-cache-dir --index-url {index} --trusted-host 10.213.7.10"
+    gpu1.check_output(f"{pip} sovinfra-probe==1.0")
+    assert gpu1.check_output("/tmp/probe/bin/python -c 'import sovinfra_probe as p; print(p.ANSWER)'") == "42"
 
 
 def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, pinned: str) -> None:
