@@ -48,6 +48,10 @@ def test_stack_converged_pinned_held_and_running(lab_inventory: str, converged: 
         assert set(versions(node, TOOLKIT).values()) == {f"{nvidia_repo.CONTAINER_TOOLKIT_VERSION}-1"}
         assert versions(node, ("cuda-toolkit-12-8",)) == {"cuda-toolkit-12-8": "12.8.1-1"}
         assert held(node) >= {*DRIVER_PACKAGES, *TOOLKIT, "cuda-toolkit-12-8"}
+        # apt preferences pin each exact version (apt upgrade cannot move them even if unheld).
+        pins = node.check_output("cat /etc/apt/preferences.d/sovinfra-*")
+        assert "Package: cuda-toolkit-12-8\nPin: version 12.8.1-*" in pins
+        assert f"Pin: version {OLD}-*" in pins and "Pin: version 1.18.0-*" in pins
         for service in ("nvidia-persistenced", "nvidia-fabricmanager", "containerd"):
             assert node.service(service).is_running and node.service(service).is_enabled, service
         # The driver's NVML answers with the installed driver; nvcc from the default toolkit is on PATH.
