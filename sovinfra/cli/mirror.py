@@ -254,5 +254,6 @@ def wheels_ls(as_json: bool, store_path: Path) -> None:
     files = wheelhouse.listing(store_path)
     if as_json:
         click.echo(json.dumps(files, indent=2))
-    for name, sha in files.items() if not as_json else ():
+        return
+    for name, sha in files.items():
         click.echo(f"{sha[:16]}  {name}")

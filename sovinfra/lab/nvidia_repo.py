@@ -346,7 +346,12 @@ def index_repo(repo: Path, home: Path, fingerprint: str, label: str) -> None:
         str(repo / "Release"),
     )
     key = _gpg(home, "--armor", "--export", fingerprint).stdout
-    (repo / f"{fingerprint[-8:].lower()}.pub").write_text(key)
+    (repo / key_file_name(fingerprint)).write_text(key)
+
+
+def key_file_name(fingerprint: str) -> str:
+    """The key published inside the repository, named by its short id as NVIDIA's 3bf863cc.pub is."""
+    return f"{fingerprint[-8:].lower()}.pub"
 
 
 @dataclass(frozen=True)
@@ -356,7 +361,7 @@ class StandinRepos:
 
     @property
     def key_file(self) -> str:
-        return f"{self.fingerprint[-8:].lower()}.pub"
+        return key_file_name(self.fingerprint)
 
 
 def ensure(cache_dir: Path, nvml_library: Path, kernel_release: str) -> StandinRepos:
