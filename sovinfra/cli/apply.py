@@ -70,6 +70,12 @@ def _print_recap(result: runner.RunResult) -> None:
     multiple=True,
     help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
 )
+@click.option(
+    "--vault-password-file",
+    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="for vaulted variables such as API keys (or ANSIBLE_VAULT_PASSWORD_FILE; the lab has its own)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,
@@ -80,6 +86,7 @@ def apply(
     check: bool,
     diff: bool,
     extra_vars: tuple[str, ...],
+    vault_password_file: str | None,
     as_json: bool,
 ) -> None:
     """Run PLAYBOOK (default: site) against the inventory."""
@@ -91,6 +98,9 @@ def apply(
         run.extra_args += ["--extra-vars", json.dumps(extra)]
     if skip_tags:
         run.extra_args += ["--skip-tags", skip_tags]
+    vault = site.vault_password_file(vault_password_file, path)
+    if vault:
+        run.extra_args += ["--vault-password-file", vault]
     result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
     if as_json:
         click.echo(

@@ -35,6 +35,31 @@ def up(nodes: int) -> None:
 
 
 @lab.command()
+@click.option("--seed", default=1, show_default=True, type=int, help="random weights from this seed")
+@click.option("--revision", default="main", show_default=True, help="branch name in the mirror")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def model(seed: int, revision: str, as_json: bool) -> None:
+    """A tiny random-weight GGUF model into the mirror store; the lab's inference service pinned to it.
+
+    The store is SOVINFRA_MIRROR_STORE or the default one, which the lab's mirror host publishes.
+    """
+    import os
+    from pathlib import Path
+
+    from sovinfra import paths
+    from sovinfra.cli.mirror import DEFAULT_STORE
+    from sovinfra.lab import model as lab_model
+
+    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    commit = lab_model.import_model(store, seed, revision, _log)
+    written = lab_model.write_services(paths.lab_inventory_dir(), commit)
+    if as_json:
+        click.echo(json.dumps({"repo": lab_model.REPO, "commit": commit, "file": lab_model.FILE}))
+    else:
+        click.echo(f"{lab_model.REPO}@{commit} in {store}; service pinned in {written}")
+
+
+@lab.command()
 def down() -> None:
     """Remove every host, the bridge, nft table, cgroups and processes the lab made."""
     left = manager.down(log=_log)

@@ -90,7 +90,7 @@ def load(
     inv, _ = site.load_checked(path)
     hosts = select_hosts(inv, limit, within="inference")
     defaults = targets.role_defaults(paths.project_root() / "roles")
-    found = targets.collect(inv, hosts, defaults, _vault(vault_password_file))
+    found = targets.collect(inv, hosts, defaults, _vault(site.vault_password_file(vault_password_file, path)))
     if not found:
         raise UserError(f"{path}: no inference endpoints: set inference_services on hosts of group inference")
     results = [_load_one(t, as_json) for t in found]

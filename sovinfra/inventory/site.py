@@ -30,6 +30,18 @@ def resolve(explicit: str | None) -> Path:
     raise UserError("no inventory: pass -i INVENTORY, set SOVINFRA_INVENTORY, or start the lab (sovinfra lab up)")
 
 
+def vault_password_file(explicit: str | None, inventory: Path) -> str | None:
+    """--vault-password-file (or ANSIBLE_VAULT_PASSWORD_FILE) wins; the lab's inventory uses the lab's own."""
+    if explicit:
+        return explicit
+    lab = paths.lab_inventory_dir().resolve()
+    chosen = inventory.resolve()
+    lab_file = paths.lab_dir() / "vault-password"
+    if (chosen == lab or chosen.parent == lab) and lab_file.is_file():
+        return str(lab_file)
+    return None
+
+
 def load_checked(
     path: Path, extra_vars: dict[str, Any] | None = None
 ) -> tuple[model.Inventory, list[validate.Problem]]:

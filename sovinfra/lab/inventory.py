@@ -66,5 +66,10 @@ def write(state: LabState, inventory_dir: Path, lab_dir: Path, repos: nvidia_rep
 
 
 def remove(inventory_dir: Path) -> None:
-    for path in (inventory_dir / "hosts.yml", inventory_dir / "group_vars" / "all.yml"):
+    written = (
+        "hosts.yml",
+        "group_vars/all.yml",
+        "group_vars/inference.yml",
+    )  # the last: `sovinfra lab model`
+    for path in (inventory_dir / name for name in written):
         path.unlink(missing_ok=True)

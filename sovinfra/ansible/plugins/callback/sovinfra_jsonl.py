@@ -27,7 +27,9 @@ def _message(result):
     for item in res.get("results") or []:
         if isinstance(item, dict) and item.get("failed") and not item.get("_ansible_no_log"):
             detail = item.get("stderr") or item.get("msg") or ""
-            msg = f"{msg}: {item.get('item')}: {detail}" if detail else msg
+            # The loop's label when it has one: items can carry secrets (API keys) the label leaves out.
+            label = item.get("_ansible_item_label", item.get("item"))
+            msg = f"{msg}: {label}: {detail}" if detail else msg
             break
     if not isinstance(msg, str):
         msg = json.dumps(msg, default=str)

@@ -1,0 +1,1 @@
+"""Inference services: what each host runs (pure planning for the inference role)."""

@@ -1,0 +1,173 @@
+"""What each inference service on a host runs: engine, files, flags, GPUs (pure; used by the role's filter).
+
+The role renders units and configs from these plans, and the unit tests check the same plans, so what an
+8-GPU vLLM node gets is tested without one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+ENGINES = ("llama_cpp", "vllm")
+# Where each engine answers readiness probes beyond /v1/models (llama-cpp-python's server has no /health).
+HEALTH_PATHS: dict[str, str | None] = {"llama_cpp": None, "vllm": "/health"}
+
+
+class PlanError(ValueError):
+    """A service declaration that cannot be deployed; the message names the service and key."""
+
+
+def snapshot_dir(cache_dir: str, repo: str, commit: str) -> str:
+    """Where `sovinfra mirror pull` puts a verified commit (the Hugging Face cache layout)."""
+    return f"{cache_dir.rstrip('/')}/models--{repo.replace('/', '--')}/snapshots/{commit}"
+
+
+def _gpus(svc: dict[str, Any], gpu_count: int, where: str) -> list[int]:
+    wanted = svc.get("gpus")
+    if wanted is None:
+        return list(range(gpu_count))
+    bad = [g for g in wanted if not 0 <= g < gpu_count]
+    if bad:
+        raise PlanError(f"{where}.gpus: {bad} not on this host ({gpu_count} GPUs)")
+    if len(set(wanted)) != len(wanted):
+        raise PlanError(f"{where}.gpus: a GPU is listed twice")
+    return list(wanted)
+
+
+def _llama_cpp(svc: dict[str, Any], s: dict[str, Any], model_dir: str, listen: str) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "model": f"{model_dir}/{svc['file']}",
+        "model_alias": svc["served_model_name"],
+        "n_gpu_layers": s["inference_llama_cpp_gpu_layers"],
+        "n_batch": s["inference_llama_cpp_batch"],
+    }
+    if s["inference_llama_cpp_threads"]:
+        model["n_threads"] = s["inference_llama_cpp_threads"]
+    if svc.get("max_context"):
+        model["n_ctx"] = svc["max_context"]
+    model.update(svc.get("extra_args") or {})
+    config: dict[str, Any] = {
+        "host": listen,
+        "port": svc["port"],
+        # The default cancels a running request whenever another arrives: wrong for a shared endpoint.
+        "interrupt_requests": False,
+        "models": [model],
+    }
+    if svc.get("api_key"):
+        config["api_key"] = svc["api_key"]
+    return config
+
+
+def _vllm(svc: dict[str, Any], s: dict[str, Any], gpus: list[int], listen: str, where: str) -> dict[str, Any]:
+    tp = svc.get("tensor_parallel_size") or len(gpus)
+    if tp < 1 or len(gpus) % tp:
+        raise PlanError(f"{where}.tensor_parallel_size: {tp} does not divide the service's {len(gpus)} GPUs")
+    config: dict[str, Any] = {
+        "host": listen,
+        "port": svc["port"],
+        "served-model-name": svc["served_model_name"],
+        "tensor-parallel-size": tp,
+        "gpu-memory-utilization": s["inference_vllm_gpu_memory_utilization"],
+        "max-num-seqs": s["inference_vllm_max_num_seqs"],
+        "dtype": s["inference_vllm_dtype"],
+        "enable-prefix-caching": s["inference_vllm_enable_prefix_caching"],
+        "disable-log-requests": True,  # prompts are the users' data
+    }
+    if len(gpus) > tp:
+        config["pipeline-parallel-size"] = len(gpus) // tp
+    if svc.get("max_context"):
+        config["max-model-len"] = svc["max_context"]
+    config.update(svc.get("extra_args") or {})
+    return config
+
+
+def plan(
+    services: list[dict[str, Any]], settings: dict[str, Any], gpu_count: int, host_address: str
+) -> list[dict[str, Any]]:
+    """One entry per service: unit, engine, model directory, config, environment, command, probes.
+
+    settings: the role's variables (inference_*, and model_cache_dir where the node's models are).
+    """
+    out: list[dict[str, Any]] = []
+    names: set[str] = set()
+    ports: set[int] = set()
+    for n, raw in enumerate(services):
+        where = f"inference_services[{n}]"
+        svc = dict(raw)
+        name = str(svc.get("name", ""))
+        if not SERVICE_NAME.match(name):
+            raise PlanError(f"{where}.name: {name!r} must be lower-case letters, digits and dashes (max 40)")
+        where = f"inference_services[{n}] ({name})"
+        if name in names:
+            raise PlanError(f"{where}.name: declared twice")
+        if svc["port"] in ports:
+            raise PlanError(f"{where}.port: {svc['port']} is already taken by another service")
+        names.add(name)
+        ports.add(svc["port"])
+        commit = str(svc.get("revision") or "")
+        if not COMMIT.match(commit):
+            raise PlanError(
+                f"{where}.revision: pin a 40-hex commit from the mirror, not {commit or 'nothing'!r}"
+            )
+        engine = svc.get("engine") or settings["inference_engine"]
+        if engine not in ENGINES:
+            raise PlanError(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
+        svc["served_model_name"] = svc.get("served_model_name") or svc["repo"]
+        # str(): a vaulted value decrypts here, on the control node, into the 0640 files only.
+        svc["api_key"] = str(svc["api_key"]) if svc.get("api_key") else ""
+        listen = svc.get("listen") or host_address
+        model_dir = snapshot_dir(settings["model_cache_dir"], svc["repo"], commit)
+        config_file = f"{settings['inference_config_dir']}/{name}.yaml"
+        gpus = _gpus(svc, gpu_count, where)
+        env: dict[str, str] = {}
+        if engine == "llama_cpp":
+            if not svc.get("file"):
+                raise PlanError(f"{where}.file: llama_cpp serves one .gguf file of the repository: name it")
+            config = _llama_cpp(svc, settings, model_dir, listen)
+            version = settings["inference_llama_cpp_version"]
+            requirement = f"llama-cpp-python[server]=={version}"
+            venv = f"{settings['inference_engines_dir']}/{engine}-{version}"
+            argv = [f"{venv}/bin/python", "-m", "llama_cpp.server", "--config_file", config_file]
+            gpu_service = settings["inference_llama_cpp_gpu_layers"] != 0
+        else:
+            if not gpus:
+                raise PlanError(f"{where}: vllm needs GPUs and this host has none")
+            config = _vllm(svc, settings, gpus, listen, where)
+            version = settings["inference_vllm_version"]
+            requirement = f"vllm=={version}"
+            venv = f"{settings['inference_engines_dir']}/{engine}-{version}"
+            argv = [f"{venv}/bin/vllm", "serve", model_dir, "--config", config_file]
+            if svc.get("api_key"):
+                env["VLLM_API_KEY"] = svc["api_key"]
+            env["VLLM_NO_USAGE_STATS"] = "1"
+            gpu_service = True
+        if gpu_service and gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        out.append(
+            {
+                "name": name,
+                "unit": f"sovinfra-inference-{name}.service",
+                "engine": engine,
+                "venv": venv,
+                "requirement": requirement,
+                "repo": svc["repo"],
+                "commit": commit,
+                "pull": {"repo": svc["repo"], "revision": commit},
+                "model_dir": model_dir,
+                "served_model_name": svc["served_model_name"],
+                "listen": listen,
+                "port": svc["port"],
+                "gpus": gpus if gpu_service else [],
+                "config": config,
+                "config_file": config_file,
+                "env_file": f"{settings['inference_config_dir']}/{name}.env",
+                "env": env,
+                "argv": argv,
+                "health_path": HEALTH_PATHS[engine],
+                "api_key": svc["api_key"],
+            }
+        )
+    return out
