@@ -20,7 +20,17 @@ _UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY = 4, 5, 6, 7, 8, 9
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
 _F32 = 0
 
-WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "can", "more", "other", "into", "some", "time", "only", "new", "like", "then", "now", "these", "two", "may", "first", "could", "any", "way", "over", "my", "such", "our", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three", "rack", "node", "model", "token", "server", "cluster", "mirror", "cache"]
+_WORD_TEXT = """
+the of and to in is that for it as was with be by on not he this are or his from at which but have
+an they you were her she there been one all we their has would when if so no will can more other
+into some time only new like then now these two may first could any way over my such our man me even
+most made after also did many before must through back years where much your well down should
+because each just those people how too little state good very make world still own see men work long
+get here between both life being under never day same another know while last might us great old
+year off come since against go came right used take three rack node model token server cluster
+mirror cache
+"""
+WORDS = tuple(_WORD_TEXT.split())
 
 
 @dataclass(frozen=True)
