@@ -37,8 +37,14 @@ def up(nodes: int) -> None:
 @lab.command()
 @click.option("--seed", default=1, show_default=True, type=int, help="random weights from this seed")
 @click.option("--revision", default="main", show_default=True, help="branch name in the mirror")
+@click.option(
+    "--engine/--no-engine",
+    default=True,
+    show_default=True,
+    help="also build the llama.cpp engine's wheels into the wheelhouse (once)",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def model(seed: int, revision: str, as_json: bool) -> None:
+def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
     """A tiny random-weight GGUF model into the mirror store; the lab's inference service pinned to it.
 
     The store is SOVINFRA_MIRROR_STORE or the default one, which the lab's mirror host publishes.
@@ -51,6 +57,8 @@ def model(seed: int, revision: str, as_json: bool) -> None:
     from sovinfra.lab import model as lab_model
 
     store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    if engine:
+        lab_model.ensure_engine_wheels(store, paths.project_root() / "roles", _log)
     commit = lab_model.import_model(store, seed, revision, _log)
     written = lab_model.write_services(paths.lab_inventory_dir(), commit)
     if as_json:

@@ -108,6 +108,37 @@ def _current_ciphertext(path: Path) -> str | None:
     return None
 
 
+def engine_requirement(roles_dir: Path) -> str:
+    """The llama.cpp engine release the inference role installs (its defaults are the one place it is set)."""
+    defaults = yaml.safe_load((roles_dir / "inference" / "defaults" / "main.yml").read_text())
+    return f"llama-cpp-python[server]=={defaults['inference_llama_cpp_version']}"
+
+
+def ensure_engine_wheels(store_root: Path, roles_dir: Path, log: Any) -> list[str]:
+    """Build the engine's wheels into the wheelhouse once (llama-cpp-python compiles: minutes on 2 cores)."""
+    from sovinfra.mirror import wheels
+
+    requirement = engine_requirement(roles_dir)
+    version = requirement.rsplit("==", 1)[1]
+    if any(name.startswith(f"llama_cpp_python-{version}-") for name in wheels.listing(store_root)):
+        return []
+    log(f"building {requirement} into the wheelhouse (once) ...")
+    return wheels.add(store_root, [requirement], log)
+
+
+def api_key(inventory_dir: Path) -> str:
+    """The lab service's API key, decrypted (for tests and benchmarks)."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+    ciphertext = _current_ciphertext(inventory_dir / "group_vars" / "inference.yml")
+    if ciphertext is None:
+        raise ValueError("no lab inference service: run `sovinfra lab model`")
+    secret = get_file_vault_secret(filename=str(vault_password_file()), loader=DataLoader())
+    secret.load()
+    return VaultLib([("default", secret)]).decrypt(ciphertext.encode()).decode()
+
+
 def import_model(store_root: Path, seed: int, revision: str, log: Any) -> str:
     """Write the model folder and import it; returns the commit."""
     from sovinfra.mirror import importer, publish

@@ -41,13 +41,15 @@ def lab_inventory(lab: object) -> str:
 
 @pytest.fixture(scope="session")
 def converged(lab_inventory: str) -> dict:
-    """site.yml applied once for the session; the first run's JSON summary."""
+    """site.yml applied once for the session (the lab's model and engine first); the first run's summary."""
     import json
 
     from click.testing import CliRunner
 
     from sovinfra.cli import cli
 
+    model = CliRunner().invoke(cli, ["lab", "model"])
+    assert model.exit_code == 0, model.output
     result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

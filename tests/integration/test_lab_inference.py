@@ -1,0 +1,226 @@
+"""Inference on the lab: llama.cpp services from the mirror and wheelhouse only, rolled out host by host."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.cli.mirror import DEFAULT_STORE
+from sovinfra.lab import model as lab_model
+
+pytestmark = pytest.mark.lab
+NODES = {"gpu1": "10.213.7.11", "gpu2": "10.213.7.12"}
+UNIT = "sovinfra-inference-tiny"
+
+
+def apply(inventory: str, *args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(cli, ["apply", "inference", "-i", inventory, "--json", *args])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def host(inventory: str, name: str) -> testinfra.host.Host:
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=f"{inventory}/hosts.yml")
+
+
+def get(url: str, key: str | None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:  # refused or timed out: down
+        return 0, b""
+
+
+def stream(address: str, key: str, max_tokens: int) -> list[str]:
+    body = json.dumps({"model": "tiny", "prompt": "the rack", "max_tokens": max_tokens, "stream": True})
+    request = urllib.request.Request(
+        f"http://{address}:8000/v1/completions",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    pieces = []
+    with urllib.request.urlopen(request, timeout=30) as response:
+        for line in response:
+            text = line.decode().strip()
+            if text.startswith("data: ") and text != "data: [DONE]":
+                pieces.append(json.loads(text[6:])["choices"][0]["text"])
+    while pieces and not pieces[-1]:
+        pieces.pop()  # the closing chunk carries finish_reason, no text
+    return pieces
+
+
+@pytest.fixture(scope="module")
+def key(lab_inventory: str, converged: dict) -> str:
+    return lab_model.api_key(Path(lab_inventory))
+
+
+def test_endpoints_serve_stream_and_refuse_wrong_keys(lab_inventory: str, key: str) -> None:
+    for name, address in NODES.items():
+        status, body = get(f"http://{address}:8000/v1/models", key)
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["tiny"], name
+        assert get(f"http://{address}:8000/v1/models", "not-the-key")[0] == 401
+        assert get(f"http://{address}:8000/v1/models", None)[0] == 401
+        pieces = stream(address, key, 12)
+        assert len(pieces) == 12 and all(p.strip() for p in pieces)  # real tokens, one per chunk
+    gpu1 = host(lab_inventory, "gpu1")
+    assert gpu1.socket("tcp://10.213.7.11:8000").is_listening
+    assert not gpu1.socket("tcp://0.0.0.0:8000").is_listening  # nothing wider than it must
+    props = gpu1.check_output(
+        f"systemctl show {UNIT} -p User -p NoNewPrivileges -p ProtectSystem -p PrivateTmp -p Environment"
+    )
+    for expected in (
+        "User=sovinfra-inference",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ):
+        assert expected in props
+    assert "HF_HUB_OFFLINE=1" in props
+    config = gpu1.file("/etc/sovinfra/inference/tiny.yaml")
+    assert config.mode == 0o640 and config.group == "sovinfra-inference"
+    # pip on the node knows one index: the mirror's wheelhouse.
+    assert "index-url = http://10.213.7.10/simple/" in gpu1.file("/etc/pip.conf").content_string
+    assert key not in gpu1.check_output(f"systemctl show {UNIT} -p ExecStart -p Environment")
+
+
+def test_rerun_and_check_mode_change_nothing(lab_inventory: str, key: str) -> None:
+    code, again = apply(lab_inventory)
+    assert code == 0 and again["changes"] == [], again["changes"]
+    code, checked = apply(lab_inventory, "--check")
+    assert code == 0 and checked["changes"] == [], checked["changes"]
+
+
+def _started(lab_inventory: str) -> dict[str, int]:
+    return {
+        name: int(
+            host(lab_inventory, name).check_output(
+                f"systemctl show {UNIT} -p ExecMainStartTimestampMonotonic --value"
+            )
+        )
+        for name in NODES
+    }
+
+
+def test_revision_change_restarts_one_host_at_a_time(lab_inventory: str, key: str) -> None:
+    before = _started(lab_inventory)
+    result = CliRunner().invoke(cli, ["lab", "model", "--seed", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    commit = json.loads(result.stdout)["commit"]
+    # A site's model update: import, publish on the mirror, then roll out.
+    assert CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"]).exit_code == 0
+    samples: list[dict[str, bool]] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # a client polling both endpoints through the whole rollout
+        while not stop.is_set():
+            samples.append(
+                {n: get(f"http://{a}:8000/v1/models", key, 2.0)[0] == 200 for n, a in NODES.items()}
+            )
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        code, doc = apply(lab_inventory)
+    finally:
+        stop.set()
+        watcher.join()
+    assert code == 0, doc["failures"]
+    after = _started(lab_inventory)
+    assert all(after[n] > before[n] for n in NODES)  # both restarted onto the new revision
+    assert not any(not any(s.values()) for s in samples), "both endpoints were down at once"
+    assert any(not s["gpu1"] for s in samples) and any(not s["gpu2"] for s in samples)  # each was restarted
+    gpu2 = host(lab_inventory, "gpu2")
+    assert commit in gpu2.file("/etc/sovinfra/inference/tiny.yaml").content_string
+
+
+def test_model_failing_verification_never_starts(lab_inventory: str, key: str) -> None:
+    # Another commit in the store (not pinned in the inventory), published by mirror1, then rotted there.
+    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    commit = lab_model.import_model(store, 3, "broken", lambda _m: None)
+    mirror, gpu1 = host(lab_inventory, "mirror1"), host(lab_inventory, "gpu1")
+    assert (
+        CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"]).exit_code == 0
+    )
+    blob = mirror.check_output(
+        "readlink -f /var/lib/sovinfra/mirror/site/www/%s/resolve/%s/%s",
+        lab_model.REPO,
+        commit,
+        lab_model.FILE,
+    )
+    mirror.check_output("printf 'X' | dd of=%s bs=1 seek=4096 conv=notrunc status=none", blob)
+    bad = {"name": "bad", "port": 8001, "repo": lab_model.REPO, "revision": commit, "file": lab_model.FILE}
+    try:
+        code, doc = apply(lab_inventory, "--limit", "gpu1", "-e", json.dumps({"inference_services": [bad]}))
+        assert code != 0
+        assert any("does not match" in f["msg"] and f["host"] == "gpu1" for f in doc["failures"]), doc[
+            "failures"
+        ]
+        assert not gpu1.file("/etc/systemd/system/sovinfra-inference-bad.service").exists
+        assert not gpu1.socket("tcp://10.213.7.11:8001").is_listening
+        assert gpu1.service(UNIT).is_running  # the declared service is untouched
+    finally:
+        code = (
+            CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"]).exit_code
+        )
+    assert code == 0
+
+
+def test_verify_load_passes_and_fails_on_a_tighter_slo(lab_inventory: str, key: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["verify", "load", "-i", lab_inventory, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] and len(doc["endpoints"]) == 2
+    tight = tmp_path / "inventory"
+    shutil.copytree(lab_inventory, tight)
+    with (tight / "group_vars" / "inference.yml").open("a") as fh:
+        fh.write(yaml.safe_dump({"inference_slo_ttft_ms": 0.5}))
+    vault = ["--vault-password-file", str(lab_model.vault_password_file())]
+    result = CliRunner().invoke(cli, ["verify", "load", "-i", str(tight), "--json", *vault])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert not doc["ok"] and all(not e["passed"] for e in doc["endpoints"])
+    assert all(any("ttft" in r.lower() for r in e["reasons"]) for e in doc["endpoints"]), doc
+
+
+def test_vllm_on_an_8_gpu_node_in_check_mode(lab_inventory: str, key: str) -> None:
+    commit = host(lab_inventory, "gpu1").check_output(
+        "grep -o 'snapshots/[0-9a-f]*' /etc/sovinfra/inference/tiny.yaml"
+    )
+    big = {
+        "name": "big",
+        "engine": "vllm",
+        "port": 8100,
+        "repo": lab_model.REPO,
+        "revision": commit.split("/")[1],
+    }
+    result = CliRunner().invoke(
+        cli,
+        ["apply", "inference", "-i", lab_inventory, "--limit", "gpu1", "--check", "--diff", "--json",
+         "-e", json.dumps({"inference_services": [big]})],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    would = {c["task"] for c in doc["changes"]}
+    assert any("unit" in t for t in would) and any("venv" in t for t in would), would
+    gpu1 = host(lab_inventory, "gpu1")
+    assert not gpu1.file(
+        "/etc/systemd/system/sovinfra-inference-big.service"
+    ).exists  # check mode wrote nothing
+    assert not gpu1.file("/opt/sovinfra/engines/vllm-0.11.0").exists
