@@ -123,7 +123,8 @@ def test_revision_change_restarts_one_host_at_a_time(lab_inventory: str, key: st
     assert result.exit_code == 0, result.output
     commit = json.loads(result.stdout)["commit"]
     # A site's model update: import, publish on the mirror, then roll out.
-    assert CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"]).exit_code == 0
+    published = CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"])
+    assert published.exit_code == 0, published.output
     samples: list[dict[str, bool]] = []
     stop = threading.Event()
 
