@@ -67,6 +67,9 @@ def stream(address: str, key: str, max_tokens: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def key(lab_inventory: str, converged: dict) -> str:
+    # Earlier tests restart lab hosts: converging again waits (readiness gate) until every endpoint serves.
+    code, doc = apply(lab_inventory)
+    assert code == 0, doc["failures"]
     return lab_model.api_key(Path(lab_inventory))
 
 
