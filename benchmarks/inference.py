@@ -52,7 +52,7 @@ def play(limit: str, hosts: int) -> tuple[float, int]:
 
 def load(address: str, key: str, concurrency: int, requests: int) -> dict:
     proc = subprocess.run(
-        ["sovinfra", "loadtest", f"http://{address}:8000/v1", "--model", "tiny",
+        ["sovinfra", "loadtest", f"http://{address}:8000", "--model", "tiny",
          "--concurrency", str(concurrency), "--requests", str(requests), "--warmup", "2",
          "--input-tokens", "64", "--output-tokens", "32", "--json"],
         env={**os.environ, "SOVINFRA_LOADTEST_API_KEY": key}, capture_output=True, text=True, check=False,
