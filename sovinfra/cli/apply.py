@@ -93,6 +93,7 @@ def apply(
     path = site.resolve(inventory_path)
     extra = site.parse_extra_vars(extra_vars)
     inv, _ = site.load_checked(path, extra)  # bad input fails here, before any host is touched
+    site.check_deployable(inv, extra)
     run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
     if extra:
         run.extra_args += ["--extra-vars", json.dumps(extra)]

@@ -84,6 +84,46 @@ def _vllm(svc: dict[str, Any], s: dict[str, Any], gpus: list[int], listen: str, 
     return config
 
 
+def _declared(
+    svc: dict[str, Any], n: int, names: set[str], ports: set[int], default_engine: str
+) -> tuple[str, str, str, str]:
+    """The checks that need no host: name, unique name and port, pinned commit, engine, GGUF file."""
+    name = str(svc.get("name", ""))
+    if not SERVICE_NAME.match(name):
+        raise PlanError(
+            f"inference_services[{n}].name: {name!r} must be lower-case letters, digits and dashes (max 40)"
+        )
+    where = f"inference_services[{n}] ({name})"
+    if name in names:
+        raise PlanError(f"{where}.name: declared twice")
+    if svc.get("port") in ports:
+        raise PlanError(f"{where}.port: {svc['port']} is already taken by another service")
+    names.add(name)
+    ports.add(svc.get("port"))  # type: ignore[arg-type]
+    commit = str(svc.get("revision") or "")
+    if not COMMIT.match(commit):
+        raise PlanError(f"{where}.revision: pin a 40-hex commit from the mirror, not {commit or 'nothing'!r}")
+    engine = str(svc.get("engine") or default_engine)
+    if engine not in ENGINES:
+        raise PlanError(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "llama_cpp" and not svc.get("file"):
+        raise PlanError(f"{where}.file: llama_cpp serves one .gguf file of the repository: name it")
+    return name, where, commit, engine
+
+
+def declaration_problems(services: list[dict[str, Any]], default_engine: str) -> list[str]:
+    """Every host-independent problem in a host's services (checked on the control node before any run)."""
+    names: set[str] = set()
+    ports: set[int] = set()
+    problems = []
+    for n, svc in enumerate(services):
+        try:
+            _declared(dict(svc), n, names, ports, default_engine)
+        except PlanError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def plan(
     services: list[dict[str, Any]], settings: dict[str, Any], gpu_count: int, host_address: str
 ) -> list[dict[str, Any]]:
@@ -95,26 +135,8 @@ def plan(
     names: set[str] = set()
     ports: set[int] = set()
     for n, raw in enumerate(services):
-        where = f"inference_services[{n}]"
         svc = dict(raw)
-        name = str(svc.get("name", ""))
-        if not SERVICE_NAME.match(name):
-            raise PlanError(f"{where}.name: {name!r} must be lower-case letters, digits and dashes (max 40)")
-        where = f"inference_services[{n}] ({name})"
-        if name in names:
-            raise PlanError(f"{where}.name: declared twice")
-        if svc["port"] in ports:
-            raise PlanError(f"{where}.port: {svc['port']} is already taken by another service")
-        names.add(name)
-        ports.add(svc["port"])
-        commit = str(svc.get("revision") or "")
-        if not COMMIT.match(commit):
-            raise PlanError(
-                f"{where}.revision: pin a 40-hex commit from the mirror, not {commit or 'nothing'!r}"
-            )
-        engine = svc.get("engine") or settings["inference_engine"]
-        if engine not in ENGINES:
-            raise PlanError(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
+        name, where, commit, engine = _declared(svc, n, names, ports, settings["inference_engine"])
         svc["served_model_name"] = svc.get("served_model_name") or svc["repo"]
         # str(): a vaulted value decrypts here, on the control node, into the 0640 files only.
         svc["api_key"] = str(svc["api_key"]) if svc.get("api_key") else ""
@@ -124,8 +146,6 @@ def plan(
         gpus = _gpus(svc, gpu_count, where)
         env: dict[str, str] = {}
         if engine == "llama_cpp":
-            if not svc.get("file"):
-                raise PlanError(f"{where}.file: llama_cpp serves one .gguf file of the repository: name it")
             config = _llama_cpp(svc, settings, model_dir, listen)
             version = settings["inference_llama_cpp_version"]
             requirement = f"llama-cpp-python[server]=={version}"

@@ -27,7 +27,9 @@ def resolve(explicit: str | None) -> Path:
     lab = paths.lab_inventory_dir()
     if manager.is_up() and (lab / "hosts.yml").exists():
         return lab
-    raise UserError("no inventory: pass -i INVENTORY, set SOVINFRA_INVENTORY, or start the lab (sovinfra lab up)")
+    raise UserError(
+        "no inventory: pass -i INVENTORY, set SOVINFRA_INVENTORY, or start the lab (sovinfra lab up)"
+    )
 
 
 def vault_password_file(explicit: str | None, inventory: Path) -> str | None:
@@ -57,6 +59,34 @@ def load_checked(
             f"{path}: {len(errors)} problem(s) in the inventory:\n" + "\n".join(f"  {p}" for p in errors)
         )
     return inv, problems
+
+
+def check_deployable(inv: model.Inventory, extra: dict[str, Any]) -> None:
+    """Before a converge: service declarations the inference role would refuse (names, ports, pins).
+
+    Not part of load_checked: `verify load` also accepts endpoints that sovinfra does not deploy.
+    """
+    from sovinfra.inference.plan import declaration_problems
+
+    roles_dir = paths.project_root() / "roles"
+    defaults = model.read_yaml(roles_dir / "inference" / "defaults" / "main.yml") or {}
+    found: dict[tuple[Path, str], validate.Problem] = {}
+    for host in sorted(inv.hosts):
+        merged = {**model.host_vars(inv, host), **extra}
+        services = merged.get("inference_services")
+        if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
+            continue  # absent, templated, or mistyped (the spec check reports that)
+        file = (
+            Path("-e") if "inference_services" in extra else model.var_file(inv, host, "inference_services")
+        )
+        engine = str(merged.get("inference_engine") or defaults.get("inference_engine", "llama_cpp"))
+        for message in declaration_problems(services, engine):
+            found.setdefault((file, message), validate.Problem(file, "inference_services", message))
+    if found:
+        raise UserError(
+            f"{inv.path}: {len(found)} inference service(s) cannot be deployed:\n"
+            + "\n".join(f"  {p}" for p in found.values())
+        )
 
 
 def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:

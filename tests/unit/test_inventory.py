@@ -165,3 +165,22 @@ def test_limit_selects_hosts_and_groups(example_inventory: Path) -> None:
         model.select_hosts(inv, "gpu-z99")
     with pytest.raises(UserError, match="not in group gpu_nodes: mirror01"):
         model.select_hosts(inv, "mirror01", within="gpu_nodes")
+
+
+def test_inference_declarations_are_checked_before_any_run(tmp_path: Path) -> None:
+    pinned = {"name": "a", "port": 8000, "repo": "o/m", "revision": "b" * 40, "file": "m.gguf"}
+    services = [pinned, {**pinned, "name": "b"}, {**pinned, "name": "c", "port": 8001, "revision": "main"}]
+    inv, _ = site.load_checked(
+        write_site(tmp_path, group_vars={"gpu_nodes": {"inference_services": services}})
+    )
+    with pytest.raises(UserError) as err:
+        site.check_deployable(inv, {})
+    text = str(err.value)
+    assert "gpu_nodes.yml: inference_services: inference_services[1] (b).port: 8000 is already taken" in text
+    assert "inference_services[2] (c).revision: pin a 40-hex commit" in text
+    good, _ = site.load_checked(
+        write_site(tmp_path, group_vars={"gpu_nodes": {"inference_services": [pinned]}})
+    )
+    site.check_deployable(good, {})
+    with pytest.raises(UserError, match=r"-e: inference_services: .*\.file: llama_cpp serves one \.gguf"):
+        site.check_deployable(good, {"inference_services": [{**pinned, "file": None}]})
