@@ -124,6 +124,16 @@ def declaration_problems(services: list[dict[str, Any]], default_engine: str) ->
     return problems
 
 
+def models(services: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The pinned models a host's services need, once each (what model_cache pulls)."""
+    wanted: list[dict[str, str]] = []
+    for svc in services:
+        pull = {"repo": str(svc["repo"]), "revision": str(svc.get("revision") or "")}
+        if pull not in wanted:
+            wanted.append(pull)
+    return wanted
+
+
 def plan(
     services: list[dict[str, Any]], settings: dict[str, Any], gpu_count: int, host_address: str
 ) -> list[dict[str, Any]]:
@@ -175,7 +185,6 @@ def plan(
                 "requirement": requirement,
                 "repo": svc["repo"],
                 "commit": commit,
-                "pull": {"repo": svc["repo"], "revision": commit},
                 "model_dir": model_dir,
                 "served_model_name": svc["served_model_name"],
                 "listen": listen,

@@ -140,3 +140,13 @@ def test_tiny_gguf_is_well_formed() -> None:
     assert len(set(tokens)) == len(tokens)
     assert not any(allowed[:259])  # <unk> <s> </s> and the byte tokens are never said
     assert all(tokens[i].startswith("\u2581") for i, ok in enumerate(allowed) if ok)
+
+
+def test_models_to_pull_once_each() -> None:
+    a = vllm_service(name="a")
+    b = vllm_service(name="b", port=8001)
+    c = vllm_service(name="c", port=8002, repo="org/other")
+    assert plan.models([a, b, c]) == [
+        {"repo": a["repo"], "revision": COMMIT},
+        {"repo": "org/other", "revision": COMMIT},
+    ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from sovinfra.inference.plan import PlanError, plan
+from sovinfra.inference.plan import PlanError, models, plan
 
 
 def inference_plan(services, settings, gpu_count, host_address):
@@ -15,4 +15,4 @@ def inference_plan(services, settings, gpu_count, host_address):
 
 class FilterModule:
     def filters(self):
-        return {"sovinfra_inference_plan": inference_plan}
+        return {"sovinfra_inference_plan": inference_plan, "sovinfra_inference_models": models}
