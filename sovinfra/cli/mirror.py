@@ -257,3 +257,81 @@ def wheels_ls(as_json: bool, store_path: Path) -> None:
         return
     for name, sha in files.items():
         click.echo(f"{sha[:16]}  {name}")
+
+
+@mirror.command("key")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def key_(as_json: bool, store_path: Path) -> None:
+    """Make the site's package signing key once (ed25519) and print its fingerprint; it stays in the store."""
+    from sovinfra.mirror import sitekey
+
+    key = sitekey.ensure(store_path)
+    if as_json:
+        click.echo(
+            json.dumps({"fingerprint": key.fingerprint, "public": str(key.public), "created": key.created})
+        )
+    else:
+        click.echo(f"{'created' if key.created else 'exists'}: {key.fingerprint} ({key.public})")
+
+
+@mirror.group()
+def packages() -> None:
+    """OS packages as frozen, signed snapshots (aptly), served by the mirror host at /packages/site."""
+
+
+def _snapshot_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    return [asdict(r) for r in rows]
+
+
+@packages.command("sync")
+@click.option("-i", "--inventory", "inventory", help="the site's inventory (its package need and upstreams)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def packages_sync(inventory: str | None, as_json: bool, store_path: Path) -> None:
+    """Mirror the upstreams filtered to what the site installs; publish a new signed snapshot as current."""
+    from sovinfra import paths
+    from sovinfra.inventory import site
+    from sovinfra.mirror import apt_plan, apt_snapshots
+
+    inv, _ = site.load_checked(site.resolve(inventory))
+    roles_dir = paths.project_root() / "roles"
+    upstreams, arches = apt_plan.site_upstreams(inv, roles_dir)
+    needed = apt_plan.needed_packages(inv, roles_dir)
+    info = apt_snapshots.sync(store_path, upstreams, needed, arches, _log)
+    if as_json:
+        click.echo(json.dumps(_snapshot_rows([info])[0]))
+    else:
+        click.echo(f"published {info.id}: {info.packages} packages, {info.bytes} bytes (current)")
+
+
+@packages.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def packages_ls(as_json: bool, store_path: Path) -> None:
+    """List the published snapshots, newest last; * marks the current one."""
+    from sovinfra.mirror import apt_snapshots
+
+    rows = apt_snapshots.listing(store_path)
+    if as_json:
+        click.echo(json.dumps(_snapshot_rows(rows), indent=2))
+        return
+    for r in rows:
+        click.echo(f"{'*' if r.current else ' '} {r.id}  {r.packages:5d} packages  {r.bytes / 1e6:8.1f} MB")
+
+
+@packages.command("prune")
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="newest snapshots to keep")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def packages_prune(keep: int, as_json: bool, store_path: Path) -> None:
+    """Drop older snapshots (never the current one) and the packages only they held."""
+    from sovinfra.mirror import apt_snapshots
+
+    dropped = apt_snapshots.prune(store_path, keep)
+    if as_json:
+        click.echo(json.dumps({"dropped": dropped}))
+    else:
+        click.echo("\n".join(f"dropped {i}" for i in dropped) or "nothing to prune")

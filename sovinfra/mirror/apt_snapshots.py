@@ -1,0 +1,301 @@
+"""Frozen, signed package snapshots with aptly, on the connected side (the control node).
+
+Layout under the store root:
+  packages/aptly.conf            aptly's configuration (rootDir below)
+  packages/aptly/                aptly's database and package pool
+  packages/aptly/public/site/    the published tree: dists/<snapshot id>/ + a shared pool/ (what the
+                                 mirror host serves at /packages/site)
+  packages/keyrings/<name>.gpg   each upstream's pinned keys, and only those
+  packages/snapshots/<id>.json   what each published snapshot holds; written after its publish
+  packages/current               the newest complete snapshot id; written last, atomically
+A snapshot id is a new distribution under one prefix: a sync never rewrites a published one, and a
+sync that stops anywhere leaves `current` (and what clients use) as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sovinfra.errors import UserError
+from sovinfra.mirror import apt_plan, sitekey
+
+PREFIX = "site"
+COMPONENT = "main"
+
+
+@dataclass
+class SnapshotInfo:
+    id: str
+    packages: int
+    bytes: int
+    upstreams: list[str]
+    current: bool = False
+
+
+def packages_dir(store: Path) -> Path:
+    return store / "packages"
+
+
+def published_tree(store: Path) -> Path:
+    return packages_dir(store) / "aptly" / "public" / PREFIX
+
+
+def current(store: Path) -> str | None:
+    path = packages_dir(store) / "current"
+    return path.read_text().strip() or None if path.exists() else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _config(store: Path, architectures: list[str]) -> Path:
+    conf = packages_dir(store) / "aptly.conf"
+    text = json.dumps(
+        {
+            "rootDir": str(packages_dir(store) / "aptly"),
+            # GnuPG itself: aptly's built-in verifier lacks ed25519 (Debian's bookworm keys sign with RSA,
+            # the site key is ed25519).
+            "gpgProvider": "gpg",
+            "architectures": architectures,
+            "downloadConcurrency": 4,
+            "dependencyFollowSuggests": False,
+            "dependencyFollowRecommends": False,
+            "dependencyFollowAllVariants": False,
+        },
+        indent=2,
+    )
+    if not conf.exists() or conf.read_text() != text:
+        _write_atomic(conf, text)
+    return conf
+
+
+def _gpgv_shim(store: Path) -> Path:
+    """A `gpgv` first on aptly's PATH that judges signatures as apt does (see gpgv_apt)."""
+    bindir = packages_dir(store) / "bin"
+    shim = bindir / "gpgv"
+    text = f'#!/bin/sh\nexec {sys.executable} -m sovinfra.mirror.gpgv_apt "$@"\n'
+    if not shim.exists() or shim.read_text() != text:
+        bindir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(shim, text)
+        shim.chmod(0o755)
+    return bindir
+
+
+class Aptly:
+    def __init__(self, store: Path, architectures: list[str] | None = None) -> None:
+        """With architectures: (re)write the configuration; without: use the one the last sync wrote."""
+        self.store = store
+        self.conf = _config(store, architectures) if architectures else packages_dir(store) / "aptly.conf"
+        if not self.conf.exists():
+            raise UserError(
+                f"{packages_dir(store)}: no package snapshots here (sovinfra mirror packages sync)"
+            )
+        self.env = {
+            **os.environ,
+            "GNUPGHOME": str(sitekey.homedir(store)),
+            "PATH": f"{_gpgv_shim(store)}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def __call__(self, *args: str, what: str) -> str:
+        try:
+            proc = subprocess.run(
+                ["aptly", f"-config={self.conf}", *args],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise UserError("aptly is not installed (apt-get install aptly)") from exc
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+            raise UserError(f"{what}: aptly {args[0]} {args[1] if len(args) > 1 else ''} failed: {detail}")
+        return proc.stdout
+
+    def names(self, kind: str) -> set[str]:
+        return set(self(kind, "list", "-raw", what=f"listing {kind}s").split())
+
+
+def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
+    """A keyring holding exactly the upstream's pinned keys, taken from its declared keyring file."""
+    source = Path(upstream.keyring)
+    where = f"upstream {upstream.name}"
+    if not source.is_file():
+        raise UserError(f"{where}: keyring {source} does not exist")
+    out = packages_dir(store) / "keyrings" / f"{upstream.name}.gpg"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["gpg", "--batch", "--no-default-keyring", "--keyring", str(source.resolve())]
+    exported = subprocess.run(
+        [*cmd, "--homedir", str(out.parent), "--export", *upstream.key_fingerprints],
+        capture_output=True,
+        check=False,
+    ).stdout
+    shown = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--show-keys"], input=exported, capture_output=True, check=False
+    ).stdout.decode()
+    have = {line.split(":")[9] for line in shown.splitlines() if line.startswith("fpr:")}
+    missing = [f for f in upstream.key_fingerprints if f not in have]
+    if missing:
+        raise UserError(
+            f"{where}: pinned key {missing[0]} ({apt_plan.UPSTREAMS_KEY} key_fingerprints) is not in {source}"
+        )
+    if not out.exists() or out.read_bytes() != exported:
+        out.write_bytes(exported)
+    return out
+
+
+def _packages_of(aptly: Aptly, snapshot: str) -> list[str]:
+    """`name_version_arch` keys of a snapshot."""
+    text = aptly("snapshot", "show", "-with-packages", snapshot, what=f"reading snapshot {snapshot}")
+    rows = text.split("Packages:", 1)[1].splitlines() if "Packages:" in text else []
+    return [r.strip() for r in rows if r.strip()]
+
+
+def _pool_bytes(store: Path, keys: list[str]) -> int:
+    wanted = {k + ".deb" for k in keys}
+    pool = published_tree(store) / "pool"
+    return sum(p.stat().st_size for p in pool.rglob("*.deb") if p.name in wanted) if pool.is_dir() else 0
+
+
+def sync(
+    store: Path,
+    upstreams: list[apt_plan.Upstream],
+    needed: list[str],
+    architectures: list[str],
+    log: Any = print,
+) -> SnapshotInfo:
+    """Mirror each upstream filtered to the need, snapshot, merge, check, publish signed, flip `current`."""
+    key = sitekey.ensure(store)
+    aptly = Aptly(store, architectures)
+    query = apt_plan.filter_query(needed)
+    snap_id = apt_plan.snapshot_id()
+    if (packages_dir(store) / "snapshots" / f"{snap_id}.json").exists():
+        raise UserError(f"snapshot {snap_id} exists already; sync again in a second")
+    mirrors = aptly.names("mirror")
+    made: list[str] = []
+    try:
+        for upstream in upstreams:
+            keyring = pinned_keyring(store, upstream)
+            for name, dist in upstream.mirror_names():
+                what = f"upstream {upstream.name} ({upstream.url} {dist})"
+                common = [f"-filter={query}", "-filter-with-deps"]
+                if name in mirrors:
+                    aptly("mirror", "edit", *common, name, what=what)
+                else:
+                    arch = f"-architectures={','.join(architectures)}"
+                    # -force-components: Debian's security suite lists its components as updates/main but
+                    # serves them as main/; every index is still checked against the signed Release.
+                    aptly(
+                        "mirror",
+                        "create",
+                        f"-keyring={keyring}",
+                        arch,
+                        "-force-components",
+                        *common,
+                        name,
+                        upstream.url,
+                        dist,
+                        *upstream.components,
+                        what=what,
+                    )
+                log(f"updating {name} ...")
+                aptly("mirror", "update", f"-keyring={keyring}", name, what=what)
+                aptly("snapshot", "create", f"{name}-{snap_id}", "from", "mirror", name, what=what)
+                made.append(f"{name}-{snap_id}")
+        site = f"{PREFIX}-{snap_id}"
+        aptly("snapshot", "merge", "-latest", site, *made, what="merging the site snapshot")
+        made.append(site)
+        keys = _packages_of(aptly, site)
+        missing = apt_plan.missing_packages(needed, {k.split("_", 1)[0] for k in keys})
+        if missing:
+            sources = ", ".join(f"{u.name} ({u.url} {' '.join(u.distributions)})" for u in upstreams)
+            raise UserError(
+                f"package {missing[0]} is needed but no upstream has it: {sources}"
+                + (f" (and {len(missing) - 1} more: {', '.join(missing[1:6])})" if len(missing) > 1 else "")
+            )
+        log(f"publishing {snap_id} ({len(keys)} packages) ...")
+        aptly(
+            "publish",
+            "snapshot",
+            f"-distribution={snap_id}",
+            f"-component={COMPONENT}",
+            f"-gpg-key={key.fingerprint}",
+            "-acquire-by-hash",
+            site,
+            PREFIX,
+            what=f"publishing {snap_id}",
+        )
+    except BaseException:
+        _drop(aptly, snap_id, made, published=False)
+        raise
+    finally:
+        sitekey.stop_agent(key.homedir)
+    info = SnapshotInfo(
+        snap_id, len(keys), _pool_bytes(store, keys), [m.rsplit("-", 1)[0] for m in made[:-1]]
+    )
+    _write_atomic(
+        packages_dir(store) / "snapshots" / f"{snap_id}.json",
+        json.dumps({**asdict(info), "needed": needed}, indent=2),
+    )
+    _write_atomic(packages_dir(store) / "current", snap_id + "\n")
+    info.current = True
+    return info
+
+
+def _drop(aptly: Aptly, snap_id: str, snapshots: list[str], *, published: bool) -> None:
+    """Remove one snapshot's publish and snapshots (best effort on a failed sync)."""
+    if published or f"{PREFIX} {snap_id}" in aptly("publish", "list", "-raw", what="listing publishes"):
+        aptly("publish", "drop", "-force-drop", snap_id, PREFIX, what=f"dropping {snap_id}")
+    for snap in reversed(snapshots):
+        subprocess.run(
+            ["aptly", f"-config={aptly.conf}", "snapshot", "drop", "-force", snap],
+            capture_output=True,
+            check=False,
+        )
+
+
+def listing(store: Path) -> list[SnapshotInfo]:
+    now = current(store)
+    rows = []
+    for path in sorted((packages_dir(store) / "snapshots").glob("*.json")):
+        data = json.loads(path.read_text())
+        data.pop("needed", None)
+        info = SnapshotInfo(**{k: data[k] for k in ("id", "packages", "bytes", "upstreams")})
+        info.current = info.id == now
+        rows.append(info)
+    return rows
+
+
+def prune(store: Path, keep: int) -> list[str]:
+    """Drop all but the newest `keep` snapshots (never the current one); free their unreferenced packages."""
+    if keep < 1:
+        raise UserError("--keep must be at least 1")
+    rows = listing(store)
+    drop = apt_plan.prune_plan([r.id for r in rows], current(store), keep)
+    if not drop:
+        return []
+    aptly = Aptly(store)
+    for snap_id in drop:
+        info = next(r for r in rows if r.id == snap_id)
+        _drop(
+            aptly,
+            snap_id,
+            [f"{m}-{snap_id}" for m in info.upstreams] + [f"{PREFIX}-{snap_id}"],
+            published=True,
+        )
+        (packages_dir(store) / "snapshots" / f"{snap_id}.json").unlink()
+    aptly("db", "cleanup", what="freeing unreferenced packages")
+    return drop
