@@ -68,7 +68,7 @@ def ensure(store: Path) -> SiteKey:
     home = homedir(store)
     existing = fingerprint(store)
     created = existing is None
-    if created:
+    if existing is None:
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         uid = f"sovinfra site packages ({socket.gethostname()})"
