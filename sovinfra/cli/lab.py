@@ -28,10 +28,17 @@ def _register() -> None:
 
 @lab.command()
 @click.option("--nodes", default=2, show_default=True, type=int, help="GPU nodes (plus one mirror host)")
-def up(nodes: int) -> None:
+@click.option(
+    "--air-gapped",
+    is_flag=True,
+    help="no apt proxy: hosts install only from the site's package snapshot "
+    "(run `sovinfra mirror packages sync` before `apply`); `lab status` counts packets sent out",
+)
+def up(nodes: int, air_gapped: bool) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
-    current = manager.up(nodes, log=_log)
-    click.echo(f"lab up: {len(current.hosts)} hosts; inventory written to inventory/lab/hosts.yml")
+    current = manager.up(nodes, air_gapped=air_gapped, log=_log)
+    mode = " (air-gapped)" if current.air_gapped else ""
+    click.echo(f"lab up{mode}: {len(current.hosts)} hosts; inventory written to inventory/lab/hosts.yml")
 
 
 @lab.command()
@@ -81,12 +88,14 @@ def down() -> None:
 def status(as_json: bool) -> None:
     """Each lab host and whether it answers ssh."""
     rows = manager.status()
+    egress = manager.egress_packets()
     if as_json:
-        click.echo(json.dumps({"hosts": [asdict(r) for r in rows]}, indent=2))
+        click.echo(json.dumps({"hosts": [asdict(r) for r in rows], "egress_packets": egress}, indent=2))
         return
     if not rows:
         click.echo("lab is down")
         return
+    click.echo(f"packets sent outside the lab: {egress if egress is not None else 'unknown (no nft table)'}")
     click.echo(f"{'HOST':<10} {'ADDRESS':<15} {'RUNNING':<8} {'SSH':<4} GROUPS")
     for r in rows:
         click.echo(

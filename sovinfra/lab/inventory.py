@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from sovinfra.lab import nvidia_repo
+from sovinfra.lab import config, nvidia_repo
 from sovinfra.lab.state import LabState
 
 
@@ -22,6 +22,18 @@ def hosts_document(state: LabState) -> dict[str, Any]:
 
 def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> dict[str, Any]:
     mirror = next((h.address for h in state.hosts.values() if "model_mirror" in h.groups), None)
+    if state.air_gapped:
+        # Only the site's signed package snapshot (`sovinfra mirror packages sync`), served by the mirror
+        # host; the snapshot also holds what the lab's base image was built with.
+        apt: dict[str, Any] = {
+            "site_apt_snapshot": "current",
+            "model_mirror_apt_packages": list(config.BASE_PACKAGES),
+        }
+    else:
+        apt = {
+            "base_apt_proxy_url": f"http://{state.gateway}:{config.APT_PROXY_PORT}",
+            "base_apt_proxy_direct_hosts": [mirror] if mirror else [],
+        }
     return {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
@@ -30,7 +42,7 @@ def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRep
             f"-o UserKnownHostsFile={lab_dir / 'known_hosts'} -o StrictHostKeyChecking=yes"
         ),
         "ansible_python_interpreter": "/usr/bin/python3",
-        "base_apt_proxy_url": f"http://{state.gateway}:3142",
+        **apt,
         # Lab hosts are containers: GPUs are simulated at the NVML boundary, none is on PCI.
         "preflight_gpu_pci_required": False,
         # ...and read through the NVML simulator, with a profile `sovinfra lab gpu` can swap.
@@ -41,7 +53,6 @@ def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRep
             {"name": sub, "src": str(repos.root / sub)}
             for sub in (nvidia_repo.CUDA_REPO, nvidia_repo.CONTAINER_TOOLKIT_REPO)
         ],
-        "base_apt_proxy_direct_hosts": [mirror] if mirror else [],
         "nvidia_repo_key_url": "{{ nvidia_repo_url }}/" + repos.key_file,
         "nvidia_repo_key_fingerprint": repos.fingerprint,
         "nvidia_container_toolkit_repo_key_url": "{{ nvidia_container_toolkit_repo_url }}/" + repos.key_file,

@@ -29,7 +29,7 @@ def _ensure_client_key(lab_dir: Path) -> str:
     return key.with_suffix(".pub").read_text()
 
 
-def up(nodes: int, log: Log = print) -> state.LabState:
+def up(nodes: int, air_gapped: bool = False, log: Log = print) -> state.LabState:
     _require_root()
     if not 1 <= nodes <= config.MAX_NODES:
         raise UserError(f"--nodes must be between 1 and {config.MAX_NODES}, got {nodes}")
@@ -38,13 +38,18 @@ def up(nodes: int, log: Log = print) -> state.LabState:
     net = config.subnet()
     if current.subnet and current.subnet != str(net):
         raise UserError(f"a lab on {current.subnet} is up; run `sovinfra lab down` before changing subnet")
-    current.subnet, current.gateway = str(net), config.gateway()
+    current.subnet, current.gateway, current.air_gapped = str(net), config.gateway(), air_gapped
     state.save(current)  # record intent first: a crash from here on is cleaned up by `down`
 
     base_root = base.ensure_base(log)
     network.ensure_bridge(current.gateway, net.prefixlen)
-    network.ensure_nft()
-    current.apt_proxy_pid = aptproxy.ensure(current.gateway, current.apt_proxy_pid)
+    network.ensure_nft(str(net))
+    if air_gapped:
+        # Nothing on the gateway for the hosts: packages come from the site snapshot on the mirror host.
+        aptproxy.stop(current.apt_proxy_pid)
+        current.apt_proxy_pid = 0
+    else:
+        current.apt_proxy_pid = aptproxy.ensure(current.gateway, current.apt_proxy_pid)
     state.save(current)
 
     client_key = _ensure_client_key(lab_dir)
@@ -123,6 +128,11 @@ def down(log: Log = print) -> Leftovers:
     lab_inventory.remove(paths.lab_inventory_dir())
     state.remove()
     return leftovers()
+
+
+def egress_packets() -> int | None:
+    """Packets lab hosts sent to addresses outside the lab (None while no lab is up)."""
+    return network.egress_packets()
 
 
 @dataclass

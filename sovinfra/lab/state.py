@@ -23,6 +23,8 @@ class LabState:
     subnet: str = ""
     gateway: str = ""
     apt_proxy_pid: int = 0
+    # No apt proxy: hosts install from the site's package snapshot on the mirror host only.
+    air_gapped: bool = False
     hosts: dict[str, HostState] = field(default_factory=dict)
 
 
@@ -40,6 +42,7 @@ def load() -> LabState:
         subnet=raw.get("subnet", ""),
         gateway=raw.get("gateway", ""),
         apt_proxy_pid=raw.get("apt_proxy_pid", 0),
+        air_gapped=raw.get("air_gapped", False),
         hosts=hosts,
     )
 

@@ -74,4 +74,7 @@ def test_lab_up_rejects_bad_node_count(runner: CliRunner) -> None:
 
 def test_lab_status_when_down(runner: CliRunner) -> None:
     assert runner.invoke(cli, ["lab", "status"]).output.strip() == "lab is down"
-    assert json.loads(runner.invoke(cli, ["lab", "status", "--json"]).output) == {"hosts": []}
+    assert json.loads(runner.invoke(cli, ["lab", "status", "--json"]).output) == {
+        "hosts": [],
+        "egress_packets": None,
+    }

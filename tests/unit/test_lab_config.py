@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from sovinfra.inventory import site
@@ -18,10 +19,16 @@ def test_plan_has_one_mirror_and_n_gpu_nodes() -> None:
     assert plans[1].machine == "svlab-gpu1"
 
 
-def test_nft_rules_drop_all_forwarding_through_the_bridge() -> None:
-    rules = network.nft_ruleset()
-    assert f'iifname "{config.BRIDGE}" drop' in rules
+def test_nft_rules_drop_and_count_everything_leaving_the_lab() -> None:
+    rules = network.nft_ruleset("10.213.7.0/24")
+    assert f'iifname "{config.BRIDGE}" counter name egress drop' in rules
     assert f'oifname "{config.BRIDGE}" drop' in rules
+    # This machine's other addresses count as outside; the lab subnet and link-local traffic do not.
+    assert (
+        'iifname "svlab0" ip daddr != { 10.213.7.0/24 } ip daddr != { 224.0.0.0/4, 255.255.255.255 }' in rules
+    )
+    proc = subprocess.run(["nft", "-c", "-f", "-"], input=rules, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_written_inventory_passes_the_check(tmp_path: Path) -> None:
