@@ -29,12 +29,13 @@ def _register() -> None:
 @lab.command()
 @click.option("--nodes", default=2, show_default=True, type=int, help="GPU nodes (plus one mirror host)")
 @click.option(
-    "--air-gapped",
-    is_flag=True,
-    help="no apt proxy: hosts install only from the site's package snapshot "
-    "(run `sovinfra mirror packages sync` before `apply`); `lab status` counts packets sent out",
+    "--air-gapped/--apt-proxy",
+    default=None,
+    help="air-gapped: no apt proxy, hosts install only from the site's package snapshot (run "
+    "`sovinfra mirror packages sync` before `apply`); apt-proxy: through the gateway's apt-cacher-ng. "
+    "Default: a running lab keeps its mode, a new one gets the proxy",
 )
-def up(nodes: int, air_gapped: bool) -> None:
+def up(nodes: int, air_gapped: bool | None) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
     current = manager.up(nodes, air_gapped=air_gapped, log=_log)
     mode = " (air-gapped)" if current.air_gapped else ""

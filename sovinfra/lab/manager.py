@@ -29,7 +29,8 @@ def _ensure_client_key(lab_dir: Path) -> str:
     return key.with_suffix(".pub").read_text()
 
 
-def up(nodes: int, air_gapped: bool = False, log: Log = print) -> state.LabState:
+def up(nodes: int, air_gapped: bool | None = None, log: Log = print) -> state.LabState:
+    """Boot or complete the lab; `air_gapped` None keeps the running lab's mode (a new lab: proxied)."""
     _require_root()
     if not 1 <= nodes <= config.MAX_NODES:
         raise UserError(f"--nodes must be between 1 and {config.MAX_NODES}, got {nodes}")
@@ -38,13 +39,15 @@ def up(nodes: int, air_gapped: bool = False, log: Log = print) -> state.LabState
     net = config.subnet()
     if current.subnet and current.subnet != str(net):
         raise UserError(f"a lab on {current.subnet} is up; run `sovinfra lab down` before changing subnet")
-    current.subnet, current.gateway, current.air_gapped = str(net), config.gateway(), air_gapped
+    current.subnet, current.gateway = str(net), config.gateway()
+    if air_gapped is not None:
+        current.air_gapped = air_gapped
     state.save(current)  # record intent first: a crash from here on is cleaned up by `down`
 
     base_root = base.ensure_base(log)
     network.ensure_bridge(current.gateway, net.prefixlen)
     network.ensure_nft(str(net))
-    if air_gapped:
+    if current.air_gapped:
         # Nothing on the gateway for the hosts: packages come from the site snapshot on the mirror host.
         aptproxy.stop(current.apt_proxy_pid)
         current.apt_proxy_pid = 0

@@ -184,6 +184,7 @@ def sync(
     snap_id = apt_plan.snapshot_id()
     if (packages_dir(store) / "snapshots" / f"{snap_id}.json").exists():
         raise UserError(f"snapshot {snap_id} exists already; sync again in a second")
+    _drop_orphans(store, aptly)
     mirrors = aptly.names("mirror")
     made: list[str] = []
     try:
@@ -265,6 +266,19 @@ def _drop(aptly: Aptly, snap_id: str, snapshots: list[str], *, published: bool) 
             capture_output=True,
             check=False,
         )
+
+
+def _drop_orphans(store: Path, aptly: Aptly) -> None:
+    """What a killed sync left: publishes and snapshots of ids that never got their record."""
+    recorded = {p.stem for p in (packages_dir(store) / "snapshots").glob("*.json")}
+    for line in aptly("publish", "list", "-raw", what="listing publishes").splitlines():
+        prefix, _, dist = line.partition(" ")
+        if prefix == PREFIX and dist not in recorded:
+            aptly("publish", "drop", "-force-drop", dist, PREFIX, what=f"dropping unfinished {dist}")
+    for snap in sorted(aptly.names("snapshot"), reverse=True):  # the merged site-<id> before its parts
+        snap_id = snap.rsplit("-", 1)[-1]
+        if apt_plan.SNAPSHOT_ID.match(snap_id) and snap_id not in recorded:
+            aptly("snapshot", "drop", "-force", snap, what=f"dropping unfinished {snap}")
 
 
 def listing(store: Path) -> list[SnapshotInfo]:

@@ -1,0 +1,186 @@
+"""Package snapshots with the real aptly against Debian's registry, read back by the real apt.
+
+The need is kept small (priority required + hello) so each sync downloads a few tens of MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.errors import UserError
+from sovinfra.mirror import apt_plan, apt_snapshots, sitekey
+
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+BOOKWORM_KEYS = ["B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8", "4D64FEC119C2029067D6E791F8D2585B8783D481"]
+SECURITY_KEY = "05AB90340C0C5E797F44A8C8254CF3B5AEC0A8F0"
+NEED = ["hello"]
+
+
+def upstream(**change: object) -> apt_plan.Upstream:
+    entry = {
+        "name": "debian",
+        "url": os.environ.get("SOVINFRA_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
+        "distributions": ["bookworm"],
+        "keyring": KEYRING,
+        "key_fingerprints": BOOKWORM_KEYS,
+        **change,
+    }
+    return apt_plan.parse_upstreams([entry], "test")[0]
+
+
+def tree_state(store: Path) -> dict[str, bytes]:
+    """Every dists file of the published tree with its bytes: what a client could read."""
+    dists = apt_snapshots.published_tree(store) / "dists"
+    return {str(p.relative_to(dists)): p.read_bytes() for p in sorted(dists.rglob("*")) if p.is_file()}
+
+
+def apt_reads(store: Path, snap_id: str, tmp: Path) -> str:
+    """The real apt, as a host would: file: source, signed-by the site key, then `apt-cache policy`."""
+    for d in ("lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    (tmp / "etc/sources.list.d/site.sources").write_text(
+        f"Types: deb\nURIs: file:{apt_snapshots.published_tree(store)}\nSuites: {snap_id}\nComponents: main\n"
+        f"Signed-By: {sitekey.public_keyring(store)}\nCheck-Valid-Until: no\n"
+    )
+    opts = [
+        f"-oDir::State={tmp}",
+        f"-oDir::Cache={tmp}/cache",
+        f"-oDir::Etc::SourceList={tmp}/etc/none.list",
+        f"-oDir::Etc::SourceParts={tmp}/etc/sources.list.d",
+        f"-oDir::Etc::Preferences={tmp}/etc/none.pref",
+        f"-oDir::Etc::PreferencesParts={tmp}/etc/preferences.d",
+        "-oAPT::Sandbox::User=root",
+    ]
+    update = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, check=False)
+    assert update.returncode == 0 and "W:" not in update.stderr, update.stdout + update.stderr
+    return subprocess.run(
+        ["apt-cache", *opts, "policy", "hello"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, apt_snapshots.SnapshotInfo]:
+    store = tmp_path_factory.mktemp("store")
+    info = apt_snapshots.sync(store, [upstream()], NEED, ["amd64"], log=lambda _m: None)
+    return store, info
+
+
+def test_sync_publishes_a_signed_snapshot_apt_accepts(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo], tmp_path: Path
+) -> None:
+    store, info = synced
+    assert apt_snapshots.current(store) == info.id and info.current
+    assert info.packages > 50  # priority required with dependencies, and hello
+    policy = apt_reads(store, info.id, tmp_path)
+    assert "Candidate: (none)" not in policy and "Candidate: 2." in policy, policy
+    # The site key signs: ed25519, fingerprint in the InRelease's signature.
+    fpr = sitekey.fingerprint(store)
+    assert fpr and (store / "keys" / "site.gpg").stat().st_size > 0
+    inrelease = apt_snapshots.published_tree(store) / "dists" / info.id / "InRelease"
+    verify = subprocess.run(
+        ["gpgv", "--keyring", str(sitekey.public_keyring(store)), str(inrelease)],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0 and fpr[-16:] in verify.stderr.replace(" ", ""), verify.stderr
+    # The private key stays in its 0700 home.
+    assert oct(sitekey.homedir(store).stat().st_mode & 0o777) == "0o700"
+
+
+def test_ls_json_and_second_snapshot_leaves_the_first_untouched(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo],
+) -> None:
+    store, first = synced
+    before = {k: v for k, v in tree_state(store).items() if k.startswith(first.id + "/")}
+    time.sleep(1.1)  # ids are seconds
+    second = apt_snapshots.sync(store, [upstream()], [*NEED, "cowsay"], ["amd64"], log=lambda _m: None)
+    after = {k: v for k, v in tree_state(store).items() if k.startswith(first.id + "/")}
+    assert second.id > first.id and before == after
+    result = CliRunner().invoke(cli, ["mirror", "packages", "ls", "--json", "--store", str(store)])
+    rows = json.loads(result.stdout)
+    assert [r["id"] for r in rows] == [first.id, second.id]
+    assert [r["current"] for r in rows] == [False, True]
+    # Prune keeps the current one and what it references; the first one's distribution is gone.
+    result = CliRunner().invoke(
+        cli, ["mirror", "packages", "prune", "--keep", "1", "--json", "--store", str(store)]
+    )
+    assert json.loads(result.stdout) == {"dropped": [first.id]}
+    assert not (apt_snapshots.published_tree(store) / "dists" / first.id).exists()
+    assert apt_snapshots.current(store) == second.id
+
+
+def test_bad_upstream_signature_publishes_nothing(synced: tuple[Path, apt_snapshots.SnapshotInfo]) -> None:
+    store, _ = synced
+    before, current = tree_state(store), apt_snapshots.current(store)
+    # Only the security archive's key is pinned: bookworm's Release has no good signature by it.
+    with pytest.raises(UserError, match=r"upstream debian \(http.* bookworm\)"):
+        apt_snapshots.sync(
+            store, [upstream(key_fingerprints=[SECURITY_KEY])], NEED, ["amd64"], log=lambda _m: None
+        )
+    assert tree_state(store) == before and apt_snapshots.current(store) == current
+
+
+def test_pinned_key_missing_from_the_keyring_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"upstream debian: pinned key 0{40} .* is not in"):
+        apt_snapshots.sync(
+            tmp_path, [upstream(key_fingerprints=["0" * 40])], NEED, ["amd64"], log=lambda _m: None
+        )
+
+
+def test_a_package_no_upstream_has_is_named_and_nothing_published(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo],
+) -> None:
+    store, _ = synced
+    before, current = tree_state(store), apt_snapshots.current(store)
+    with pytest.raises(
+        UserError, match="package no-such-package-sovinfra is needed but no upstream has it: deb"
+    ):
+        apt_snapshots.sync(
+            store, [upstream()], [*NEED, "no-such-package-sovinfra"], ["amd64"], log=lambda _m: None
+        )
+    assert tree_state(store) == before and apt_snapshots.current(store) == current
+    assert "no-such-package" not in json.dumps([r.id for r in apt_snapshots.listing(store)])
+
+
+def test_a_sync_killed_midway_leaves_the_current_snapshot_serving(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo], tmp_path: Path
+) -> None:
+    store, _ = synced
+    current = apt_snapshots.current(store)
+    assert current
+    before = tree_state(store)
+    code = (
+        "import sys; from pathlib import Path; from sovinfra.mirror import apt_snapshots as a;"
+        "from tests.integration.test_apt_snapshots import upstream;"
+        f"a.sync(Path({str(store)!r}), [upstream()], ['hello', 'cowsay', 'nginx'], ['amd64'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    # Kill it as it works: after it reports its first step, mid-download or mid-publish.
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert apt_snapshots.current(store) == current
+    assert {k: v for k, v in tree_state(store).items() if k in before} == before
+    policy = apt_reads(store, current, tmp_path)
+    assert "Candidate:" in policy
+    # The next sync completes (aptly's database survived the kill).
+    info = apt_snapshots.sync(store, [upstream()], NEED, ["amd64"], log=lambda _m: None)
+    assert apt_snapshots.current(store) == info.id

@@ -1,0 +1,224 @@
+"""The site package snapshot's pure parts: naming, the need, filters, upstream declarations, shipping
+order, prune choice, and gpgv's verdict as apt would give it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sovinfra import paths
+from sovinfra.errors import UserError
+from sovinfra.inventory import model
+from sovinfra.mirror import apt_plan, gpgv_apt, tree_delta
+
+ROLES = paths.project_root() / "roles"
+DEBIAN = {
+    "name": "debian",
+    "url": "http://deb.example/debian/",
+    "distributions": ["bookworm"],
+    "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg",
+    "key_fingerprints": ["b8b8 0b5b 623e ab6a d877 5c45 b7c5 d7d6 3509 47f8"],
+}
+
+
+def test_snapshot_ids_are_utc_seconds_and_sort_by_age() -> None:
+    a = apt_plan.snapshot_id(datetime(2026, 12, 2, 9, 5, 7, tzinfo=UTC))
+    b = apt_plan.snapshot_id(datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC))
+    assert a == "20261202T090507Z" and sorted([b, a]) == [a, b]
+    assert apt_plan.check_snapshot_id(a, "x") == a
+    with pytest.raises(UserError, match="x: 'latest' is not a snapshot id"):
+        apt_plan.check_snapshot_id("latest", "x")
+
+
+def test_upstreams_parse_with_normalised_fingerprints() -> None:
+    (up,) = apt_plan.parse_upstreams([DEBIAN], "f.yml")
+    assert up.url == "http://deb.example/debian" and up.components == ("main",)
+    assert up.key_fingerprints == ("B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8",)
+    assert up.mirror_names() == [("debian-bookworm", "bookworm")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"key_fingerprints": ["ABCD"]}, r"\[0\]\.key_fingerprints: 'ABCD' is not a 40-hex"),
+        ({"key_fingerprints": []}, r"\[0\]\.key_fingerprints: must be a non-empty list"),
+        ({"url": "ftp://x"}, r"\[0\]\.url: 'ftp://x' must be an http"),
+        ({"name": "Debian"}, r"\[0\]\.name: 'Debian' must be lower-case"),
+        ({"distribution": "bookworm"}, r"\[0\]\.distribution: unknown key"),
+        ({"keyring": ""}, r"\[0\]\.keyring: required"),
+    ],
+)
+def test_bad_upstreams_name_the_file_entry_and_key(change: dict[str, object], message: str) -> None:
+    with pytest.raises(
+        UserError, match=r"group_vars/model_mirror\.yml: model_mirror_apt_upstreams" + message
+    ):
+        apt_plan.parse_upstreams([{**DEBIAN, **change}], "group_vars/model_mirror.yml")
+
+
+def test_an_upstream_name_used_twice_is_refused() -> None:
+    with pytest.raises(UserError, match="name 'debian' is used twice"):
+        apt_plan.parse_upstreams([DEBIAN, DEBIAN], "f")
+
+
+def test_role_default_upstreams_are_valid_and_pin_debian_keys() -> None:
+    inv = model.load(paths.project_root() / "inventory" / "example")
+    upstreams, arches = apt_plan.site_upstreams(inv, ROLES)
+    assert arches == ["amd64"]
+    assert {u.name for u in upstreams} == {"debian", "debian-security"}
+    assert all(u.key_fingerprints for u in upstreams)
+
+
+def _inventory(tmp_path: Path, group_vars: dict[str, dict[str, object]]) -> model.Inventory:
+    hosts = {
+        "all": {
+            "children": {
+                "gpu_nodes": {"hosts": {"gpu1": None, "gpu2": {"container_runtime_engine": "podman"}}},
+                "model_mirror": {"hosts": {"mirror1": None}},
+            }
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    for group, values in group_vars.items():
+        (tmp_path / "group_vars").mkdir(exist_ok=True)
+        (tmp_path / "group_vars" / f"{group}.yml").write_text(yaml.safe_dump(values))
+    return model.load(tmp_path)
+
+
+def test_need_comes_from_roles_and_every_hosts_settings(tmp_path: Path) -> None:
+    inv = _inventory(
+        tmp_path,
+        {
+            "gpu_nodes": {"base_extra_packages": ["htop"]},
+            "model_mirror": {"model_mirror_apt_packages": ["tmux"]},
+        },
+    )
+    need = apt_plan.needed_packages(inv, ROLES)
+    # The roles' own lists (base defaults, *_os_packages), per-group extras, each GPU node's runtime.
+    for name in ("curl", "rsync", "nginx", "python3-venv", "libgomp1", "libyaml-0-2", "htop", "tmux"):
+        assert name in need
+    assert {"containerd", "runc", "podman"} <= set(need) and "docker.io" not in need
+    # Templated names (the NVIDIA packages) come from NVIDIA's repositories, not the OS archive.
+    assert not any("{{" in n or n.startswith("nvidia") for n in need)
+    assert need == sorted(set(need))
+
+
+def test_a_bad_package_name_in_the_inventory_is_refused(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path, {"all": {"base_extra_packages": ["Bad Name"]}})
+    with pytest.raises(UserError, match="'Bad Name' is not a Debian package name"):
+        apt_plan.needed_packages(inv, ROLES)
+
+
+def test_filter_holds_the_base_system_and_the_need() -> None:
+    assert apt_plan.filter_query(["curl", "nginx"]) == "Priority (required) | curl | nginx"
+    assert apt_plan.missing_packages(["curl", "gone"], {"curl", "libc6"}) == ["gone"]
+
+
+def test_prune_keeps_the_newest_and_never_the_current() -> None:
+    ids = ["20260101T000000Z", "20260201T000000Z", "20260301T000000Z", "20260401T000000Z"]
+    assert apt_plan.prune_plan(ids, "20260401T000000Z", 2) == ids[:2]
+    # A rollback made an older snapshot current: it stays although it is not among the newest.
+    assert apt_plan.prune_plan(ids, ids[0], 1) == ids[1:3]
+    assert apt_plan.prune_plan(ids, None, 4) == []
+
+
+def test_delta_ships_only_what_differs_pool_first_release_last() -> None:
+    source = {
+        "dists/B/InRelease": 10,
+        "dists/B/main/binary-amd64/Packages.gz": 5,
+        "pool/main/n/nginx/nginx_1_all.deb": 7,
+        "pool/main/c/curl/curl_1_amd64.deb": 9,
+        "dists/A/InRelease": 10,
+    }
+    have = {"dists/A/InRelease": 10, "pool/main/c/curl/curl_1_amd64.deb": 9, "dists/OLD/InRelease": 3}
+    ship, stale = tree_delta.delta(source, have)
+    assert ship == [
+        "pool/main/n/nginx/nginx_1_all.deb",
+        "dists/B/main/binary-amd64/Packages.gz",
+        "dists/B/InRelease",
+    ]
+    assert stale == ["dists/OLD/InRelease"]
+    # A file the host holds at another size (an interrupted copy) is shipped again.
+    assert tree_delta.delta({"pool/x.deb": 4}, {"pool/x.deb": 2}) == (["pool/x.deb"], [])
+    assert tree_delta.parse_listing("pool/x.deb\t4\nnot a row\n") == {"pool/x.deb": 4}
+
+
+def test_delta_tool_writes_a_tar_of_the_missing_files(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    (root / "pool").mkdir(parents=True)
+    (root / "dists" / "S").mkdir(parents=True)
+    (root / "pool" / "a.deb").write_bytes(b"aaaa")
+    (root / "dists" / "S" / "InRelease").write_bytes(b"signed")
+    out = tmp_path / "d.tar"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sovinfra.mirror.tree_delta", str(root), str(out)],
+        input="pool/a.deb\t4\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"files": 1' in proc.stdout and '"bytes": 6' in proc.stdout
+    with tarfile.open(out) as tar:
+        (member,) = tar.getmembers()
+        assert member.name == "dists/S/InRelease" and member.uid == 0
+        assert tar.extractfile(member).read() == b"signed"  # type: ignore[union-attr]
+
+
+GOOD = "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 4CB5 key\n[GNUPG:] VALIDSIG 4CB5 2026 ...\n"
+NO_KEY = "[GNUPG:] NEWSIG\n[GNUPG:] ERRSIG B8E5F131 1 10 00 1 9\n[GNUPG:] NO_PUBKEY B8E5F131\n"
+
+
+def test_gpgv_accepts_as_apt_does() -> None:
+    # One good signature by a pinned key, others by keys not pinned: accepted (apt's rule).
+    assert gpgv_apt.trusted(GOOD + NO_KEY)
+    # No good signature at all, or any bad one: refused.
+    assert not gpgv_apt.trusted(NO_KEY)
+    assert not gpgv_apt.trusted(GOOD + "[GNUPG:] BADSIG 4CB5 key\n")
+    assert not gpgv_apt.trusted(GOOD.replace("GOODSIG", "EXPKEYSIG"))
+    assert not gpgv_apt.trusted("")
+
+
+def _shim(args: list[str]) -> tuple[int, bytes]:
+    """Run the shim as aptly does (status on fd 3 of aptly's choosing); its exit code and status lines."""
+    r, w = os.pipe()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sovinfra.mirror.gpgv_apt", "--status-fd", str(w), *args],
+        pass_fds=(w,),
+        capture_output=True,
+        check=False,
+    )
+    os.close(w)
+    with open(r, "rb") as fh:
+        return proc.returncode, fh.read()
+
+
+def test_gpgv_shim_on_real_signatures(tmp_path: Path) -> None:
+    """The real gpgv: a Release signed by the pinned key passes; with only other keys pinned it is refused."""
+    home = tmp_path / "g"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
+    new_key = [*gpg, "--pinentry-mode", "loopback", "--passphrase", "", "--quick-generate-key"]
+    subprocess.run([*new_key, "signer", "ed25519"], check=True, capture_output=True)
+    release, sig = tmp_path / "Release", tmp_path / "Release.gpg"
+    release.write_text("Origin: test\n")
+    subprocess.run([*gpg, "--detach-sign", "-o", str(sig), str(release)], check=True)
+    pinned = tmp_path / "pinned.gpg"
+    pinned.write_bytes(subprocess.run([*gpg, "--export", "signer"], check=True, capture_output=True).stdout)
+    subprocess.run([*new_key, "other", "ed25519"], check=True, capture_output=True)
+    other = tmp_path / "other.gpg"
+    other.write_bytes(subprocess.run([*gpg, "--export", "other"], check=True, capture_output=True).stdout)
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+
+    rc, status = _shim(["--keyring", str(pinned), str(sig), str(release)])
+    assert rc == 0 and b"VALIDSIG" in status
+    rc, status = _shim(["--keyring", str(other), str(sig), str(release)])
+    assert rc != 0 and b"NO_PUBKEY" in status
+    release.write_text("Origin: tampered\n")
+    rc, status = _shim(["--keyring", str(pinned), str(sig), str(release)])
+    assert rc != 0 and b"BADSIG" in status
