@@ -1,4 +1,5 @@
-"""One lab for the whole test session, torn down at the end."""
+"""One lab for the whole test session, air-gapped (packages only from the site's snapshot), torn down
+at the end."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def lab() -> Iterator[LabState]:
     reason = _lab_possible()
     if reason:
         pytest.skip(reason)
-    state = manager.up(NODES, log=lambda _m: None)
+    state = manager.up(NODES, air_gapped=True, log=lambda _m: None)
     yield state
     manager.down(log=lambda _m: None)
 
@@ -41,7 +42,8 @@ def lab_inventory(lab: object) -> str:
 
 @pytest.fixture(scope="session")
 def converged(lab_inventory: str) -> dict:
-    """site.yml applied once for the session (the lab's model and engine first); the first run's summary."""
+    """site.yml applied once for the session (the lab's model, engine and package snapshot first); the
+    first run's summary."""
     import json
 
     from click.testing import CliRunner
@@ -50,6 +52,8 @@ def converged(lab_inventory: str) -> dict:
 
     model = CliRunner().invoke(cli, ["lab", "model"])
     assert model.exit_code == 0, model.output
+    synced = CliRunner().invoke(cli, ["mirror", "packages", "sync", "-i", lab_inventory])
+    assert synced.exit_code == 0, synced.output
     result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 from click.testing import CliRunner
 
+from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import config
 from sovinfra.lab.state import LabState
@@ -16,6 +18,35 @@ pytestmark = pytest.mark.lab
 
 def sh(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True).stdout
+
+
+def test_no_packet_left_the_lab_and_the_counter_counts(lab: LabState) -> None:
+    """After the whole suite (a site converged, verified and changed, from the mirror alone): 0 packets
+    out. Then one probe to this machine's own non-lab address proves the counter is not blind."""
+    status = json.loads(CliRunner().invoke(cli, ["lab", "status", "--json"]).output)
+    assert status["egress_packets"] == 0
+    gpu1 = lab.hosts["gpu1"]
+    outside = next(
+        a.split("/")[0]
+        for line in sh("ip", "-o", "-4", "addr").splitlines()
+        for a in line.split()[3:4]
+        if not a.startswith(("127.", lab.gateway))
+    )
+    ssh = [
+        "ssh",
+        "-i",
+        f"{paths.lab_dir()}/id_ed25519",
+        "-o",
+        f"UserKnownHostsFile={paths.lab_dir()}/known_hosts",
+    ]
+    route = f"ip route add {outside}/32 via {lab.gateway}"
+    send = f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{outside}', 9))"
+    probe = f'python3 -c "import socket; {send}"'
+    subprocess.run(
+        [*ssh, f"root@{gpu1.address}", f"{route} && {probe}; ip route del {outside}/32"], check=True
+    )
+    status = json.loads(CliRunner().invoke(cli, ["lab", "status", "--json"]).output)
+    assert status["egress_packets"] == 1
 
 
 def test_down_leaves_nothing_behind(lab: LabState) -> None:

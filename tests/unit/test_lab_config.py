@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from sovinfra.inventory import site
+from sovinfra.inventory import model, site
 from sovinfra.lab import config, network, nvidia_repo
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState
@@ -43,4 +43,19 @@ def test_written_inventory_passes_the_check(tmp_path: Path) -> None:
     assert not problems
     text = (tmp_path / "lab" / "group_vars" / "all.yml").read_text()
     assert "StrictHostKeyChecking=yes" in text
-    assert "http://10.213.7.1:3142" in text
+    assert "http://10.213.7.1:3142" in text and "site_apt_snapshot" not in text
+
+
+def test_air_gapped_inventory_has_no_proxy_and_the_snapshot(tmp_path: Path) -> None:
+    state = LabState(subnet="10.213.7.0/24", gateway="10.213.7.1", air_gapped=True)
+    for p in config.plan_hosts(1):
+        state.hosts[p.name] = HostState(p.name, p.address, list(p.groups), 1)
+    repos = nvidia_repo.StandinRepos(tmp_path / "repos", "647918C05EDD29E1A8E2F83A0F0FF1D5A2827549")
+    lab_inventory.write(state, tmp_path / "lab", tmp_path, repos)
+    inv, problems = site.load_checked(tmp_path / "lab")
+    assert not problems
+    written = model.host_vars(inv, "gpu1")
+    assert written["site_apt_snapshot"] == "current"
+    assert "base_apt_proxy_url" not in written and "base_apt_proxy_direct_hosts" not in written
+    # The snapshot also holds what the lab's base image was built with.
+    assert set(config.BASE_PACKAGES) <= set(written["model_mirror_apt_packages"])
