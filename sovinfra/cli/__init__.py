@@ -21,6 +21,7 @@ COMMANDS = {
     "verify": "sovinfra.cli.verify:verify",
     "mirror": "sovinfra.cli.mirror:mirror",
     "loadtest": "sovinfra.cli.loadtest:loadtest",
+    "audit": "sovinfra.cli.audit:audit",
 }
 
 

@@ -43,6 +43,10 @@ def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRep
         ),
         "ansible_python_interpreter": "/usr/bin/python3",
         **apt,
+        # The lab's own network (its gateway is the site's router) is inside the site for `sovinfra audit`.
+        "site_networks": [state.subnet],
+        # Time from the gateway, not the internet (containers share this machine's clock anyway).
+        "base_ntp_servers": [state.gateway],
         # Lab hosts are containers: GPUs are simulated at the NVML boundary, none is on PCI.
         "preflight_gpu_pci_required": False,
         # ...and read through the NVML simulator, with a profile `sovinfra lab gpu` can swap.

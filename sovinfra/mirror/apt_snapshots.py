@@ -157,7 +157,7 @@ def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
     return out
 
 
-def _packages_of(aptly: Aptly, snapshot: str) -> list[str]:
+def packages_of(aptly: Aptly, snapshot: str) -> list[str]:
     """`name_version_arch` keys of a snapshot."""
     text = aptly("snapshot", "show", "-with-packages", snapshot, what=f"reading snapshot {snapshot}")
     rows = text.split("Packages:", 1)[1].splitlines() if "Packages:" in text else []
@@ -219,7 +219,7 @@ def sync(
         site = f"{PREFIX}-{snap_id}"
         aptly("snapshot", "merge", "-latest", site, *made, what="merging the site snapshot")
         made.append(site)
-        keys = _packages_of(aptly, site)
+        keys = packages_of(aptly, site)
         missing = apt_plan.missing_packages(needed, {k.split("_", 1)[0] for k in keys})
         if missing:
             sources = ", ".join(f"{u.name} ({u.url} {' '.join(u.distributions)})" for u in upstreams)
