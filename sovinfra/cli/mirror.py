@@ -148,13 +148,25 @@ def verify(as_json: bool, store_path: Path) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="ssh private key that signs the manifest (ssh-keygen -Y sign)",
 )
+@click.option(
+    "--part-size",
+    type=click.IntRange(1 << 20),
+    default=4 * 2**30 - 1,
+    show_default="FAT32's 4 GiB - 1",
+    help="split files larger than this many bytes into .partNNN pieces",
+)
 @store_option
-def export(dest: Path, repos: tuple[str, ...], sign_key: Path | None, store_path: Path) -> None:
-    """Write a bundle for removable media: blobs, manifest, its checksum (and signature)."""
+def export(
+    dest: Path, repos: tuple[str, ...], sign_key: Path | None, part_size: int, store_path: Path
+) -> None:
+    """Write a bundle for removable media: models (blobs), package snapshots, wheels, manifest, checksum."""
     from sovinfra.mirror import bundle
 
-    manifest = bundle.export(_store(store_path), dest, list(repos), sign_key)
-    click.echo(f"{dest}: {len(manifest['repos'])} repo(s), {len(bundle.blobs(manifest))} blobs")
+    manifest = bundle.export(_store(store_path), dest, list(repos), sign_key, part_size)
+    click.echo(
+        f"{dest}: {len(manifest['repos'])} repo(s), {len(bundle.blobs(manifest))} blobs, "
+        f"{len(manifest['files'])} site files"
+    )
 
 
 @mirror.command()

@@ -1,9 +1,12 @@
 """Export bundles for removable media: blobs + a manifest + the manifest's checksum (+ an ssh signature).
 
-manifest.json         {"format": 1, "repos": {repo: {"refs": {...}, "commits": [manifest, ...]}}}
+manifest.json         {"format": 2, "repos": {repo: {"refs": {...}, "commits": [manifest, ...]}},
+                       "files": {store path: {"size", "sha256", "parts"}}}  (format 1: no "files")
 manifest.json.sha256  sha256 of manifest.json
 manifest.json.sig     optional: `ssh-keygen -Y sign -n sovinfra-mirror` with the site's key
 blobs/sha256/<hex>    every file, by content
+files/<store path>    the site's package snapshots, their records, public key and wheelhouse
+                      (`bundle_files`), split into .partNNN above the part size
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra.errors import UserError
-from sovinfra.mirror import names
+from sovinfra.mirror import bundle_files, names
 from sovinfra.mirror.store import Commit, Store
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)
 NAMESPACE = "sovinfra-mirror"
 SIGNER = "sovinfra-mirror"
 
@@ -46,10 +50,13 @@ def blobs(manifest: dict[str, Any]) -> dict[str, int]:
     return found
 
 
-def export(store: Store, dest: Path, repos: list[str], sign_key: Path | None) -> dict[str, Any]:
+def export(
+    store: Store, dest: Path, repos: list[str], sign_key: Path | None, part_size: int = bundle_files.FAT_PART
+) -> dict[str, Any]:
     if dest.exists() and any(dest.iterdir()):
         raise UserError(f"{dest}: not empty; export into a new or empty directory")
     manifest = build_manifest(store, repos or store.repos())
+    manifest["files"] = bundle_files.export_files(store.root, dest, part_size)
     (dest / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     for sha256 in sorted(blobs(manifest)):
         shutil.copyfile(store.blob_path(sha256), dest / "blobs" / "sha256" / sha256)
@@ -77,10 +84,11 @@ def export(store: Store, dest: Path, repos: list[str], sign_key: Path | None) ->
 def _check_structure(manifest: Any, where: str) -> None:
     if (
         not isinstance(manifest, dict)
-        or manifest.get("format") != FORMAT
+        or manifest.get("format") not in READABLE
         or not isinstance(manifest.get("repos"), dict)
     ):
-        raise UserError(f"{where}: not a sovinfra bundle manifest (format {FORMAT})")
+        raise UserError(f"{where}: not a sovinfra bundle manifest (format {', '.join(map(str, READABLE))})")
+    bundle_files.check_entries(manifest.get("files", {}), where)
     for repo, data in manifest["repos"].items():
         names.check_repo_id(repo, where)
         if (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from sovinfra.errors import UserError
-from sovinfra.mirror import bundle, names
+from sovinfra.mirror import bundle, bundle_files, names
 from sovinfra.mirror.store import Commit, FileEntry, Store, git_blob_sha1, lfs_pointer
 
 Log = Callable[[str], None]
@@ -64,6 +65,11 @@ def import_folder(store: Store, folder: Path, repo: str, revision: str, allow_pi
 def import_bundle(store: Store, bundle_dir: Path, trusted_signers: Path | None, log: Log) -> list[str]:
     manifest = bundle.read_verified(bundle_dir, trusted_signers)  # checksum, signature, names, paths
     store.sweep_tmp()
+    # The site's files are verified into a staging area named by the manifest (a rerun resumes there).
+    files = manifest.get("files", {})
+    digest = hashlib.sha256((bundle_dir / "manifest.json").read_bytes()).hexdigest()[:16]
+    stage = store.root / "staging" / f"bundle-{digest}"
+    bundle_files.stage_files(store.root, bundle_dir, files, stage, log)
     # Every blob is hashed on its way in; one bad blob and nothing is published.
     for sha256, size in sorted(bundle.blobs(manifest).items()):
         source = bundle_dir / "blobs" / "sha256" / sha256
@@ -82,6 +88,8 @@ def import_bundle(store: Store, bundle_dir: Path, trusted_signers: Path | None, 
             store.publish(commit, refs)
         imported.append(repo)
         log(f"{repo}: {len(commits)} commit(s), refs {', '.join(sorted(data['refs']))}")
+    bundle_files.install_files(store.root, files, stage)
+    shutil.rmtree(stage, ignore_errors=True)
     return imported
 
 

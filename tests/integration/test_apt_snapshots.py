@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from sovinfra.cli import cli
 from sovinfra.errors import UserError
-from sovinfra.mirror import apt_plan, apt_snapshots, sitekey
+from sovinfra.mirror import apt_plan, apt_snapshots, bundle_files, sitekey
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 BOOKWORM_KEYS = ["B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8", "4D64FEC119C2029067D6E791F8D2585B8783D481"]
@@ -184,3 +184,62 @@ def test_a_sync_killed_midway_leaves_the_current_snapshot_serving(
     # The next sync completes (aptly's database survived the kill).
     info = apt_snapshots.sync(store, [upstream()], NEED, ["amd64"], log=lambda _m: None)
     assert apt_snapshots.current(store) == info.id
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {rel: (store / rel).read_bytes() for rel in bundle_files.collect(store)}
+
+
+def test_bundle_carries_the_snapshots_byte_identical_split_for_fat(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo], tmp_path: Path
+) -> None:
+    store, _ = synced
+    bundle = tmp_path / "usb"
+    export = ["mirror", "export", str(bundle), "--store", str(store), "--part-size", str(1 << 20)]
+    result = CliRunner().invoke(cli, export)
+    assert result.exit_code == 0, result.output
+    carried = [str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()]
+    # The public key travels; the private key (keys/gnupg) stays on the connected side.
+    assert "files/keys/site.gpg" in carried and not any(p.startswith("files/keys/gnupg") for p in carried)
+    assert any(".part001" in p for p in carried)  # files above the part size were split
+    assert all(p.stat().st_size <= 1 << 20 for p in (bundle / "files").rglob("*") if p.is_file())
+
+    empty = tmp_path / "site-store"
+    result = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert _files(empty) == _files(store)
+    assert apt_snapshots.current(empty) == apt_snapshots.current(store)
+    assert not (empty / "staging").exists() or not any((empty / "staging").iterdir())
+    # The imported tree is what a host's apt reads: signed, current, complete.
+    current = apt_snapshots.current(empty)
+    assert current and "Candidate: 2." in apt_reads(empty, current, tmp_path / "apt")
+
+
+def test_tampered_or_cut_bundle_is_refused_and_resumes(
+    synced: tuple[Path, apt_snapshots.SnapshotInfo], tmp_path: Path
+) -> None:
+    store, _ = synced
+    bundle = tmp_path / "usb"
+    assert CliRunner().invoke(cli, ["mirror", "export", str(bundle), "--store", str(store)]).exit_code == 0
+    target = tmp_path / "site-store"
+    deb = sorted((bundle / "files").rglob("*.deb"))[-1]
+    original = deb.read_bytes()
+    deb.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    result = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(target)])
+    assert result.exit_code == 2 and deb.name in result.output and "does not match" in result.output
+    assert apt_snapshots.current(target) is None and not (target / "packages").exists()
+
+    # Put back, take another file away: the second try stops there, the third resumes and completes.
+    deb.write_bytes(original)
+    gone = sorted((bundle / "files" / "packages" / "snapshots").glob("*.json"))[-1]  # verified last
+    kept = gone.read_bytes()
+    gone.unlink()
+    result = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(target)])
+    assert result.exit_code == 2 and "missing from the bundle" in result.output
+    assert apt_snapshots.current(target) is None
+    staged = [p for p in (target / "staging").rglob("*.deb")]
+    assert staged  # verified work kept for the next try
+    gone.write_bytes(kept)
+    result = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(target)])
+    assert result.exit_code == 0, result.output
+    assert _files(target) == _files(store)
