@@ -50,7 +50,9 @@ def apt_download(upstreams: list[apt_plan.Upstream], keys: list[str], tmp: Path)
     wanted = [f"{k.split('_')[0]}={k.split('_')[1]}" for k in keys]
     start = time.perf_counter()
     subprocess.run(["apt-get", "-q", *opts, "update"], check=True, capture_output=True)
-    subprocess.run(["apt-get", "-q", *opts, "download", *wanted], check=True, capture_output=True, cwd=tmp / "dl")
+    subprocess.run(
+        ["apt-get", "-q", *opts, "download", *wanted], check=True, capture_output=True, cwd=tmp / "dl"
+    )
     elapsed = time.perf_counter() - start
     return elapsed, tree_bytes(tmp / "dl") + tree_bytes(tmp / "lists")
 
@@ -85,7 +87,9 @@ def main() -> None:
         start = time.perf_counter()
         first = apt_snapshots.sync(store, upstreams, need, arches, log=lambda _m: None)
         sync_s = time.perf_counter() - start
-        aptly_bytes = tree_bytes(store / "packages" / "aptly" / "pool") + tree_bytes(store / "packages" / "aptly" / "db")
+        aptly_bytes = tree_bytes(store / "packages" / "aptly" / "pool") + tree_bytes(
+            store / "packages" / "aptly" / "db"
+        )
         record = json.loads((store / "packages" / "snapshots" / f"{first.id}.json").read_text())
         keys = apt_snapshots.packages_of(apt_snapshots.Aptly(store), f"{apt_snapshots.PREFIX}-{first.id}")
         apt_s, apt_bytes = apt_download(upstreams, keys, tmp / "apt")

@@ -134,8 +134,8 @@ def down(log: Log = print) -> Leftovers:
 
 
 def egress_packets() -> int | None:
-    """Packets lab hosts sent to addresses outside the lab (None while no lab is up)."""
-    return network.egress_packets()
+    """Packets lab hosts sent to addresses outside the lab (None while this lab has no hosts)."""
+    return network.egress_packets() if state.load().hosts else None
 
 
 @dataclass
