@@ -53,14 +53,11 @@ def main() -> None:
         gapped = converge(args.nodes, air_gapped=True)
     finally:
         manager.down(log=lambda _m: None)
-    print(
-        f"| first converge, {args.nodes} GPU nodes + mirror | seconds | changes | egress packets | vs anchor |"
-    )
+    print(f"| first converge, {args.nodes} GPU nodes + mirror | s | changes | egress packets | vs anchor |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| through the apt proxy (anchor) | {proxy[0]:.1f} | {proxy[1]} | {proxy[2]} | 1.00x |")
-    print(
-        f"| air-gapped, site snapshot | {gapped[0]:.1f} | {gapped[1]} | {gapped[2]} | {gapped[0] / proxy[0]:.2f}x |"
-    )
+    ratio = gapped[0] / proxy[0]
+    print(f"| air-gapped, site snapshot | {gapped[0]:.1f} | {gapped[1]} | {gapped[2]} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":
