@@ -125,3 +125,37 @@ def test_the_host_read_splits_back_into_files() -> None:
         "/etc/pip.conf": "[global]\nindex-url = x\n",
         "/etc/environment": "A=1",
     }
+
+
+def _render_site_source(host: str) -> str:
+    """roles/base's apt source template, rendered by Ansible's own templar."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    from sovinfra import paths
+
+    variables = {
+        "ansible_managed": "Ansible managed",
+        "inventory_hostname": host,
+        "groups": {"model_mirror": ["mirror1"], "gpu_nodes": ["gpu1"]},
+        "site_packages_dir": "/srv/sovinfra/packages",
+        "site_mirror_host": "10.0.0.10",
+        "__site_apt_snapshot_id": "20261202T101832Z",
+    }
+    template = paths.project_root() / "roles" / "base" / "templates" / "sovinfra-site.sources.j2"
+    return str(
+        Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template.read_text()))
+    )
+
+
+def test_the_base_roles_apt_source_is_signed_inside_and_frozen() -> None:
+    path = "/etc/apt/sources.list.d/sovinfra-site.sources"
+    node = _render_site_source("gpu1")
+    mirror = _render_site_source("mirror1")
+    assert "URIs: http://10.0.0.10/packages/site" in node and "Suites: 20261202T101832Z" in node
+    # The mirror host reads its own copy: it has no mirror to ask before nginx is installed from it.
+    assert "URIs: file:/srv/sovinfra/packages/site" in mirror
+    for text in (node, mirror):
+        assert "Signed-By: /etc/apt/keyrings/sovinfra-site.gpg" in text and "Check-Valid-Until: no" in text
+        assert "trusted" not in text.lower()
+        assert findings({path: text}) == []
