@@ -14,10 +14,12 @@ sync that stops anywhere leaves `current` (and what clients use) as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,15 +139,23 @@ def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
         raise UserError(f"{where}: keyring {source} does not exist")
     out = packages_dir(store) / "keyrings" / f"{upstream.name}.gpg"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["gpg", "--batch", "--no-default-keyring", "--keyring", str(source.resolve())]
-    exported = subprocess.run(
-        [*cmd, "--homedir", str(out.parent), "--export", *upstream.key_fingerprints],
-        capture_output=True,
-        check=False,
-    ).stdout
-    shown = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--show-keys"], input=exported, capture_output=True, check=False
-    ).stdout.decode()
+    with tempfile.TemporaryDirectory() as home:  # a throwaway GnuPG home: nobody's keys but these
+        gpg = ["gpg", "--batch", "--homedir", home]
+        exported = subprocess.run(
+            [
+                *gpg,
+                "--no-default-keyring",
+                "--keyring",
+                str(source.resolve()),
+                "--export",
+                *upstream.key_fingerprints,
+            ],
+            capture_output=True,
+            check=False,
+        ).stdout
+        shown = subprocess.run(
+            [*gpg, "--with-colons", "--show-keys"], input=exported, capture_output=True, check=False
+        ).stdout.decode()
     have = {line.split(":")[9] for line in shown.splitlines() if line.startswith("fpr:")}
     missing = [f for f in upstream.key_fingerprints if f not in have]
     if missing:
@@ -241,7 +251,9 @@ def sync(
             what=f"publishing {snap_id}",
         )
     except BaseException:
-        _drop(aptly, snap_id, made, published=False)
+        # Clean up what this sync made; the error that stopped it is the one to report.
+        with contextlib.suppress(UserError):
+            _drop(aptly, snap_id, made, published=False)
         raise
     finally:
         sitekey.stop_agent(key.homedir)
