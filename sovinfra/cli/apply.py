@@ -47,7 +47,8 @@ class Progress:
                 status == "ok" and str(event.get("msg", "")).lower().startswith("warning")
             ):
                 msg = f": {event['msg']}" if event.get("msg") and status != "changed" else ""
-                click.echo(f"   {event.get('host')}: {status:<11} {self.task}{msg}", err=True)
+                label = "ignored" if status == "failed" and event.get("ignored") else status
+                click.echo(f"   {event.get('host')}: {label:<11} {self.task}{msg}", err=True)
 
 
 def _print_recap(result: runner.RunResult) -> None:

@@ -41,10 +41,11 @@ def lab_inventory(lab: object) -> str:
 
 
 @pytest.fixture(scope="session")
-def converged(lab_inventory: str) -> dict:
-    """site.yml applied once for the session (the lab's model, engine and package snapshot first); the
-    first run's summary."""
+def fresh_check(lab_inventory: str) -> dict:
+    """`apply --check` on the fresh lab, before anything converges it (the lab's model, engine and package
+    snapshot made first); what it answered, and whether gpu1 and mirror1 were left untouched."""
     import json
+    import subprocess
 
     from click.testing import CliRunner
 
@@ -54,6 +55,31 @@ def converged(lab_inventory: str) -> dict:
     assert model.exit_code == 0, model.output
     synced = CliRunner().invoke(cli, ["mirror", "packages", "sync", "-i", lab_inventory])
     assert synced.exit_code == 0, synced.output
+    result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--check", "--json"])
+    lab_dir = paths.lab_dir()
+    ssh = ["ssh", "-i", f"{lab_dir}/id_ed25519", "-o", f"UserKnownHostsFile={lab_dir}/known_hosts"]
+    hosts = manager.state.load().hosts
+    written = {
+        host: subprocess.run([*ssh, f"root@{hosts[host].address}", f"test -e {path}"], check=False).returncode
+        == 0
+        for host, path in (
+            ("gpu1", "/etc/apt/sources.list.d/sovinfra-site.sources"),
+            ("mirror1", "/srv/sovinfra/packages/site"),
+        )
+    }
+    summary = json.loads(result.stdout) if result.exit_code == 0 else {}
+    return {"exit_code": result.exit_code, "output": result.output, "summary": summary, "written": written}
+
+
+@pytest.fixture(scope="session")
+def converged(lab_inventory: str, fresh_check: dict) -> dict:
+    """site.yml applied once for the session, after the fresh hosts' check run; the first run's summary."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+
     result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -50,6 +50,16 @@ def test_site_converges_then_reports_nothing_to_change(lab_inventory: str, conve
     assert checked["ok"] and not checked["changes"]
 
 
+def test_check_mode_on_fresh_hosts_plans_and_writes_nothing(fresh_check: dict) -> None:
+    """Before the first converge: every stage plans (the mirror that would serve packages, keys and
+    wheels is itself only planned) and nothing lands on a host."""
+    assert fresh_check["exit_code"] == 0, fresh_check["output"]
+    summary = fresh_check["summary"]
+    assert summary["ok"] and summary["complete"]
+    assert all(r["changed"] > 0 for r in summary["hosts"].values())  # the whole site is still to do
+    assert fresh_check["written"] == {"gpu1": False, "mirror1": False}
+
+
 @pytest.fixture(scope="module")
 def node(lab_inventory: str) -> testinfra.host.Host:
     return testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
