@@ -26,6 +26,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from sovinfra.errors import UserError
+from sovinfra.mirror import sitekey
 
 STANDIN_DIR = Path(__file__).parent / "nvidia_standin"
 DRIVER_VERSIONS = ("570.124.06", "570.133.20")  # one branch: the upgrade path
@@ -370,6 +371,13 @@ def ensure(cache_dir: Path, nvml_library: Path, kernel_release: str) -> StandinR
         if not shutil.which(tool):
             raise UserError(f"{tool} is not installed (run scripts/setup): the lab builds NVIDIA stand-ins")
     home = cache_dir / "gnupg"
+    try:
+        return _build(cache_dir, home, nvml_library, kernel_release)
+    finally:
+        sitekey.stop_agent(home)  # signing started a gpg-agent for this home: it does not outlive the build
+
+
+def _build(cache_dir: Path, home: Path, nvml_library: Path, kernel_release: str) -> StandinRepos:
     fingerprint = signing_key(home)
     cuda = cuda_repo_packages(nvml_library.read_bytes(), kernel_release)
     toolkit = container_toolkit_packages(CONTAINER_TOOLKIT_VERSION)

@@ -58,7 +58,8 @@ def fingerprint(store: Path) -> str | None:
     home = homedir(store)
     if not (home / "pubring.kbx").exists():
         return None
-    rows = gpg(home, "--with-colons", "--list-secret-keys").splitlines()
+    # The public listing: the secret one would start a gpg-agent just to answer.
+    rows = gpg(home, "--with-colons", "--list-keys").splitlines()
     fprs = [r.split(":")[9] for r in rows if r.startswith("fpr:")]
     return fprs[0] if fprs else None
 
