@@ -45,12 +45,6 @@ def snapshot_id(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def check_snapshot_id(value: str, where: str) -> str:
-    if not SNAPSHOT_ID.match(value):
-        raise UserError(f"{where}: {value!r} is not a snapshot id (YYYYMMDDTHHMMSSZ)")
-    return value
-
-
 def _strings(value: Any, where: str, *, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]

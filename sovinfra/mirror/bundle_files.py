@@ -40,8 +40,8 @@ def collect(store: Path) -> list[str]:
     found: list[str] = []
     tree = apt_snapshots.published_tree(store)
     if tree.is_dir():
-        rel = [str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()]
-        found += [f"packages/aptly/public/site/{r}" for r in sorted(rel, key=tree_delta.ship_order)]
+        rel = sorted(tree_delta.listing(tree), key=tree_delta.ship_order)
+        found += [f"packages/aptly/public/site/{r}" for r in rel]
     for sub in ("packages/snapshots", "wheels/files"):
         base = store / sub
         if base.is_dir():
