@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra.errors import UserError
-from sovinfra.mirror import names
+from sovinfra.mirror import cache_check, names
 from sovinfra.mirror.store import hash_file
 
 CHUNK = 1 << 20
@@ -134,6 +134,7 @@ def _link(snapshot: Path, f: RemoteFile) -> None:
 
 
 def _present(blob: Path, f: RemoteFile, rehash: bool) -> bool:
+    """Whether a cached blob can stay; rehash: its content is judged too (it changed since verified)."""
     if not blob.is_file() or blob.stat().st_size != f.size:
         return False
     if rehash and hash_file(blob) != f.sha256:
@@ -155,7 +156,15 @@ def pull(
     blobs, snapshot = base / "blobs", base / "snapshots" / commit
     marker = base / ".sovinfra" / f"ready-{commit}"
     blobs.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in files if not _present(blobs / f.etag, f, rehash_existing)]
+    # A blob written since it was verified (or never recorded) is re-hashed: a flipped byte is fetched again.
+    stats = cache_check.load_stats(base, commit)
+    todo = [
+        f
+        for f in files
+        if not _present(
+            blobs / f.etag, f, rehash_existing or not cache_check.unchanged(stats, blobs / f.etag)
+        )
+    ]
     if todo:
         marker.unlink(missing_ok=True)  # not ready while anything is missing or being replaced
     with ThreadPoolExecutor(max_workers=max(1, streams)) as pool:
@@ -174,6 +183,9 @@ def pull(
         marker.parent.mkdir(exist_ok=True)
         marker.write_text(ready)  # last: every file is in place and verified
         changed = True
+    verified = sorted({blobs / f.etag for f in files})
+    if any(not cache_check.unchanged(stats, b) for b in verified):
+        cache_check.record(base, commit, verified)  # bookkeeping of what was verified, not a change
     return PullResult(repo, commit, [f.path for f in todo], sum(fetched), changed)
 
 

@@ -23,6 +23,7 @@ from sovinfra.lab import model as lab_model
 pytestmark = pytest.mark.lab
 NODES = {"gpu1": "10.213.7.11", "gpu2": "10.213.7.12"}
 UNIT = "sovinfra-inference-tiny"
+CONFIG = "/etc/sovinfra/inference/tiny.yaml"
 
 
 def apply(inventory: str, *args: str) -> tuple[int, dict]:
@@ -228,3 +229,24 @@ def test_vllm_on_an_8_gpu_node_in_check_mode(lab_inventory: str, key: str) -> No
         "/etc/systemd/system/sovinfra-inference-big.service"
     ).exists  # check mode wrote nothing
     assert not gpu1.file("/opt/sovinfra/engines/vllm-0.11.0").exists
+
+
+def test_tampered_model_fails_its_start_and_a_converge_repairs_it(lab_inventory: str, key: str) -> None:
+    gpu1 = host(lab_inventory, "gpu1")
+    snapshot = gpu1.check_output("grep -o '/var/lib/sovinfra/hf-cache/[^ ]*/snapshots/[0-9a-f]*' %s", CONFIG)
+    blob = gpu1.check_output("readlink -f %s/%s", snapshot, lab_model.FILE)
+    good = gpu1.check_output("sha256sum %s", blob).split()[0]
+    gpu1.check_output("printf 'X' | dd of=%s bs=1 seek=4096 conv=notrunc status=none", blob)
+    started = gpu1.run(f"systemctl restart {UNIT}")
+    assert started.rc != 0  # the engine never opened the tampered file
+    log = gpu1.check_output(f"journalctl -u {UNIT} -n 50 --no-pager")
+    assert f"{lab_model.FILE}: sha256" in log and "does not match" in log, log
+    assert not gpu1.socket("tcp://10.213.7.11:8000").is_listening
+    code, doc = apply(lab_inventory, "--limit", "gpu1")
+    assert code == 0, doc["failures"]
+    tasks = {c["task"] for c in doc["changes"] if c["host"] == "gpu1"}
+    assert any("Pull" in t for t in tasks) and any("Start" in t for t in tasks), tasks
+    assert gpu1.check_output("sha256sum %s", blob).split()[0] == good
+    assert get("http://10.213.7.11:8000/v1/models", key)[0] == 200
+    code, again = apply(lab_inventory, "--limit", "gpu1")
+    assert code == 0 and again["changes"] == [], again["changes"]

@@ -351,6 +351,20 @@ def test_node_pull_verifies_resumes_and_is_idempotent(
             assert sha256(snapshot / f.relative_to(tiny)) == sha256(f)
     assert not pull.pull(server.url, REPO, commit, cache).changed  # re-run: nothing to do
 
+    # A byte flipped in the node's copy (size and mtime kept) is found by its moved ctime and fetched again.
+    gguf = (snapshot / "tiny.Q8_0.gguf").resolve()
+    st = gguf.stat()
+    data = bytearray(gguf.read_bytes())
+    data[10] ^= 0x01
+    gguf.write_bytes(bytes(data))
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns))
+    repaired = pull.pull(server.url, REPO, commit, cache)
+    assert repaired.changed and repaired.downloaded == ["tiny.Q8_0.gguf"]
+    assert sha256(gguf) == next(
+        f.sha256 for f in store.commit(REPO, commit).files if f.path == "tiny.Q8_0.gguf"
+    )
+    assert not pull.pull(server.url, REPO, commit, cache).changed
+
     # A cut transfer left a partial file: the next pull resumes it (a Range request) and verifies.
     big = next(f for f in store.commit(REPO, commit).files if f.path == "model.safetensors")
     blob = pull.repo_cache_dir(cache, REPO) / "blobs" / big.sha256
