@@ -6,22 +6,15 @@ Imports nothing but the health package: GPU nodes carry no Ansible or pyinfra.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
 import click
 
+from sovinfra import atomic
 from sovinfra.errors import UserError
 
 DEFAULT_EXPECT = Path("/etc/sovinfra/health.yml")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """The textfile collector must never read a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @click.command()
@@ -68,7 +61,7 @@ def health(as_json: bool, prom_path: Path | None, expect_path: Path | None, xid_
     doc = report.document(node, findings, socket.gethostname())
     if prom_path:
         try:
-            _write_atomic(prom_path, report.prometheus(node, findings))
+            atomic.write_text(prom_path, report.prometheus(node, findings))
         except OSError as exc:
             raise UserError(f"{prom_path}: cannot write: {exc.strerror}") from exc
     if as_json:

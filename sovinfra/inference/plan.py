@@ -139,7 +139,8 @@ def plan(
 ) -> list[dict[str, Any]]:
     """One entry per service: unit, engine, model directory, config, environment, command, probes.
 
-    settings: the role's variables (inference_*, and model_cache_dir where the node's models are).
+    settings: the role's variables (inference_*, model_cache_dir where the node's models are, agent_python
+    the node agent's interpreter).
     """
     out: list[dict[str, Any]] = []
     names: set[str] = set()
@@ -195,6 +196,7 @@ def plan(
                 "env_file": f"{settings['inference_config_dir']}/{name}.env",
                 "env": env,
                 "argv": argv,
+                "check_argv": [settings["agent_python"], "-m", "sovinfra.mirror.cache_check", model_dir],
                 "health_path": HEALTH_PATHS[engine],
                 "api_key": svc["api_key"],
             }

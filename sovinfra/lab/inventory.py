@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sovinfra import atomic
 from sovinfra.lab import config, nvidia_repo
 from sovinfra.lab.state import LabState
 
@@ -68,11 +68,8 @@ def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRep
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     header = "# Written by `sovinfra lab up`; rewritten on every run.\n"
-    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    atomic.write_text(path, header + yaml.safe_dump(data, sort_keys=False))
 
 
 def write(state: LabState, inventory_dir: Path, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> None:

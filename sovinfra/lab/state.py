@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sovinfra import paths
+from sovinfra import atomic, paths
 
 
 @dataclass
@@ -48,11 +47,7 @@ def load() -> LabState:
 
 
 def save(state: LabState) -> None:
-    path = state_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    os.replace(tmp, path)
+    atomic.write_text(state_file(), json.dumps(asdict(state), indent=2))
 
 
 def remove() -> None:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sovinfra import atomic
 from sovinfra.errors import UserError
 from sovinfra.mirror import apt_plan, sitekey
 
@@ -53,16 +54,6 @@ def current(store: Path) -> str | None:
     return path.read_text().strip() or None if path.exists() else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _config(store: Path, architectures: list[str]) -> Path:
     conf = packages_dir(store) / "aptly.conf"
     text = json.dumps(
@@ -80,7 +71,7 @@ def _config(store: Path, architectures: list[str]) -> Path:
         indent=2,
     )
     if not conf.exists() or conf.read_text() != text:
-        _write_atomic(conf, text)
+        atomic.write_text(conf, text)
     return conf
 
 
@@ -91,7 +82,7 @@ def _gpgv_shim(store: Path) -> Path:
     text = f'#!/bin/sh\nexec {sys.executable} -m sovinfra.mirror.gpgv_apt "$@"\n'
     if not shim.exists() or shim.read_text() != text:
         bindir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(shim, text)
+        atomic.write_text(shim, text)
         shim.chmod(0o755)
     return bindir
 
@@ -260,11 +251,11 @@ def sync(
     info = SnapshotInfo(
         snap_id, len(keys), _pool_bytes(store, keys), [m.rsplit("-", 1)[0] for m in made[:-1]]
     )
-    _write_atomic(
+    atomic.write_text(
         packages_dir(store) / "snapshots" / f"{snap_id}.json",
         json.dumps({**asdict(info), "needed": needed}, indent=2),
     )
-    _write_atomic(packages_dir(store) / "current", snap_id + "\n")
+    atomic.write_text(packages_dir(store) / "current", snap_id + "\n")
     info.current = True
     return info
 

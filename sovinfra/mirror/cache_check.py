@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from sovinfra import atomic
 from sovinfra.mirror.store import hash_file
 
 Signature = list[int]
@@ -49,10 +50,7 @@ def load_stats(repo_dir: Path, commit: str) -> dict[str, Signature]:
 
 
 def save_stats(repo_dir: Path, commit: str, stats: dict[str, Signature]) -> None:
-    path = marker_dir(repo_dir) / f"stat-{commit}"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic.write_text(marker_dir(repo_dir) / f"stat-{commit}", json.dumps(stats, indent=1, sort_keys=True))
 
 
 def record(repo_dir: Path, commit: str, blobs: list[Path]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sovinfra import atomic
 from sovinfra.errors import UserError
 from sovinfra.mirror import names
 
@@ -66,22 +67,6 @@ def git_blob_sha1(size: int, chunks: Iterator[bytes] | None = None, content: byt
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write aside, fsync, rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class Store:
@@ -141,10 +126,10 @@ class Store:
             if not self.blob_path(f.sha256).exists():
                 raise UserError(f"{commit.repo}@{commit.commit}: blob for {f.path} is missing; not published")
         manifest = self.repo_dir(commit.repo) / "commits" / f"{commit.commit}.json"
-        _fsync_write(manifest, json.dumps(commit.to_json(), indent=1, sort_keys=True).encode())
+        atomic.write_bytes(manifest, json.dumps(commit.to_json(), indent=1, sort_keys=True).encode())
         current = self.refs(commit.repo)
         current.update(refs)
-        _fsync_write(
+        atomic.write_bytes(
             self.repo_dir(commit.repo) / "refs.json", json.dumps(current, indent=1, sort_keys=True).encode()
         )
 

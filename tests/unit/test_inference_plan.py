@@ -19,6 +19,7 @@ COMMIT = "a" * 40
 def settings() -> dict[str, Any]:
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values["model_cache_dir"] = "/var/lib/sovinfra/hf-cache"
+    values["agent_python"] = "/opt/sovinfra/venv/bin/python"
     return values
 
 
@@ -67,6 +68,8 @@ def test_vllm_on_8_h100_shards_across_all_gpus() -> None:
                  "EnvironmentFile=/etc/sovinfra/inference/llama70b.env"):  # fmt: skip
         assert line in unit.splitlines(), line
     assert "PrivateDevices" not in unit  # the GPUs' device nodes stay visible
+    # The cached model is checked against its verified manifest before the engine may open it.
+    assert f"ExecStartPre=+/opt/sovinfra/venv/bin/python -m sovinfra.mirror.cache_check {snapshot}" in unit
     assert "s3cret" not in unit
     rendered = yaml.safe_load(render("inference.yaml.j2", entry))
     assert rendered["tensor-parallel-size"] == 8 and rendered["enable-prefix-caching"] is True
