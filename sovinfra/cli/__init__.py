@@ -22,6 +22,8 @@ COMMANDS = {
     "mirror": "sovinfra.cli.mirror:mirror",
     "loadtest": "sovinfra.cli.loadtest:loadtest",
     "audit": "sovinfra.cli.audit:audit",
+    "lock": "sovinfra.cli.lock:lock",
+    "drift": "sovinfra.cli.drift:drift",
 }
 
 

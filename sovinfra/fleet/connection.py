@@ -37,8 +37,11 @@ class HostRead:
     error: str = ""
 
 
-def read_all(inv: Inventory, hosts: list[str], fact: type, parallel: int = 64) -> dict[str, HostRead]:
-    """Run one pyinfra fact on every host in parallel; a host that cannot be reached says so."""
+def read_all(
+    inv: Inventory, hosts: list[str], fact: type, parallel: int = 64, kwargs: dict[str, Any] | None = None
+) -> dict[str, HostRead]:
+    """Run one pyinfra fact (with the same arguments) on every host in parallel; a host that cannot be
+    reached says so."""
     from pyinfra.api import Config, State
     from pyinfra.api import Inventory as PyinfraInventory
     from pyinfra.api.connect import connect_all, disconnect_all
@@ -56,7 +59,7 @@ def read_all(inv: Inventory, hosts: list[str], fact: type, parallel: int = 64) -
     except PyinfraError:
         return results  # no host answered
     try:
-        facts = get_facts(state, fact)
+        facts = get_facts(state, fact, kwargs=kwargs)
     finally:
         disconnect_all(state)
     for py_host, value in facts.items():

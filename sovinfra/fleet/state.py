@@ -1,0 +1,126 @@
+"""What a host runs, read in one round trip (for `sovinfra lock` and `sovinfra drift`); read-only.
+
+Packages and holds, the Python distributions in sovinfra's venvs, sha256 of the files the roles manage,
+the state of sovinfra's units, the loaded driver and kernel, `dpkg --verify` of the managed packages and,
+with `rehash`, every cached model re-hashed against the manifest it was verified with.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from pyinfra.api import FactBase
+
+from sovinfra.fleet.connection import HostRead, read_all
+from sovinfra.inventory.model import Inventory
+
+MARK = "==> sovinfra-state "
+# Files the roles write whose content is the site's intent (secrets inside are hashed, never read out).
+MANAGED_FILES = (
+    "/etc/sovinfra/*/*",
+    "/etc/systemd/system/sovinfra-*",
+    "/etc/apt/sources.list.d/sovinfra-*",
+    "/etc/apt/preferences.d/sovinfra-*",
+    "/etc/apt/apt.conf.d/*sovinfra*",
+    "/etc/pip.conf",
+    "/etc/default/sovinfra-*",
+    "/etc/cdi/nvidia.yaml",
+    "/etc/containerd/config.toml",
+    "/etc/nvidia-container-runtime/config.toml",
+    "/etc/systemd/timesyncd.conf.d/*sovinfra*",
+)
+UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service")
+
+
+@dataclass
+class HostState:
+    packages: dict[str, str] = field(default_factory=dict)  # installed name -> version
+    holds: list[str] = field(default_factory=list)
+    venvs: dict[str, dict[str, str]] = field(default_factory=dict)  # venv -> {distribution: version}
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    units: dict[str, str] = field(default_factory=dict)  # unit -> "active enabled"
+    driver: str = ""  # the loaded driver's version, as nvidia-smi reports it
+    kernel: str = ""
+    modified: list[str] = field(default_factory=list)  # dpkg --verify lines
+    models: dict[str, list[str]] = field(default_factory=dict)  # snapshot dir -> problems ([] sound)
+
+
+def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], rehash: bool) -> str:
+    q = shlex.quote
+    python = q(f"{venv_paths[0]}/bin/python") if venv_paths else "python3"
+    venvs = " ".join(q(v) for v in venv_paths)
+    parts = [
+        f"echo '{MARK}packages'; dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}}\\n'",
+        f"echo '{MARK}holds'; apt-mark showhold 2>/dev/null",
+        f"echo '{MARK}venvs'; for v in {venvs} /opt/sovinfra/engines/*; do "
+        f'for d in "$v"/lib/python3*/site-packages/*.dist-info; do [ -d "$d" ] && echo "$v ${{d##*/}}"; '
+        "done; done",
+        f'echo \'{MARK}files\'; for f in {" ".join(MANAGED_FILES)}; do [ -f "$f" ] && sha256sum "$f"; done',
+        f"echo '{MARK}units'; systemctl list-unit-files --no-legend --plain {' '.join(UNITS)} 2>/dev/null"
+        ' | while read -r u enabled _; do echo "$u $(systemctl is-active "$u") $enabled"; done',
+        f"echo '{MARK}driver'; nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null"
+        " | head -n 1",
+        f"echo '{MARK}kernel'; uname -r",
+        f"echo '{MARK}modified'; dpkg --verify {' '.join(q(p) for p in verify)} 2>/dev/null"
+        if verify
+        else "",
+        f"echo '{MARK}models'; for m in {q(cache_dir)}/models--*/.sovinfra/ready-*; do "
+        '[ -f "$m" ] || continue; s="${m%/.sovinfra/*}/snapshots/${m##*/ready-}"; echo "snapshot $s"; '
+        f'{python} -m sovinfra.mirror.cache_check "$s" {"--full" if rehash else ""} 2>&1; done',
+    ]
+    return "sh -c " + q("; ".join(p for p in parts if p) + "; true")
+
+
+def parse(lines: list[str]) -> HostState:
+    state = HostState()
+    section = ""
+    snapshot = ""
+    for line in lines:
+        if line.startswith(MARK):
+            section = line[len(MARK) :].strip()
+            continue
+        words = line.split()
+        if not words:
+            continue
+        if section == "packages" and len(words) == 3 and words[0].startswith("i"):
+            state.packages[words[1].split(":")[0]] = words[2]
+        elif section == "holds":
+            state.holds.append(words[0])
+        elif section == "venvs" and len(words) == 2 and words[1].endswith(".dist-info"):
+            name, _, version = words[1][: -len(".dist-info")].rpartition("-")
+            state.venvs.setdefault(words[0], {})[name.lower().replace("_", "-")] = version
+        elif section == "files" and len(words) == 2:
+            state.files[words[1]] = words[0]
+        elif section == "units" and len(words) >= 3:
+            state.units[words[0]] = f"{words[1]} {words[2]}"
+        elif section == "driver":
+            state.driver = words[0]
+        elif section == "kernel":
+            state.kernel = words[0]
+        elif section == "modified":
+            state.modified.append(line.strip())
+        elif section == "models" and words[0] == "snapshot":
+            snapshot = words[1]
+            state.models[snapshot] = []
+        elif section == "models" and snapshot:
+            state.models[snapshot].append(line.strip().removeprefix("model cache: "))
+    return state
+
+
+class HostStateFact(FactBase):
+    """HostState of the host (see state_command for the arguments)."""
+
+    def command(self, venv_paths: list[str], cache_dir: str, verify: list[str], rehash: bool) -> str:
+        return state_command(venv_paths, cache_dir, verify, rehash)
+
+    def process(self, output: list[str]) -> HostState:
+        return parse(output)
+
+
+def read_states(
+    inv: Inventory, hosts: list[str], venv: str, cache_dir: str, verify: list[str], rehash: bool
+) -> dict[str, HostRead]:
+    """HostState of every host, read in parallel."""
+    args = {"venv_paths": [venv], "cache_dir": cache_dir, "verify": verify, "rehash": rehash}
+    return read_all(inv, hosts, HostStateFact, kwargs=args)
