@@ -83,7 +83,7 @@ def parse(lines: list[str]) -> HostState:
         words = line.split()
         if not words:
             continue
-        if section == "packages" and len(words) == 3 and words[0].startswith("i"):
+        if section == "packages" and len(words) == 3 and words[0][1:2] == "i":  # ii, hi: installed
             state.packages[words[1].split(":")[0]] = words[2]
         elif section == "holds":
             state.holds.append(words[0])

@@ -1,0 +1,252 @@
+"""The site lock: its format read back and refused entry by entry, the intent compared by `--check`, and
+drift judged on recorded host reads."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sovinfra.errors import UserError
+from sovinfra.fleet import state
+from sovinfra.lock import build, drift, schema
+
+COMMIT = "b" * 40
+SHA = "a" * 64
+PIN = f"org/tiny@{COMMIT}"
+SNAPSHOT = f"/var/lib/sovinfra/hf-cache/models--org--tiny/snapshots/{COMMIT}"
+
+
+def lock_doc() -> dict[str, Any]:
+    return {
+        "format": 1,
+        "sovinfra": {"version": "0.1.0", "commit": "c" * 40},
+        "packages_snapshot": "20261202T120000Z",
+        "classes": {
+            "gpu_nodes+inference": {
+                "hosts": ["gpu1", "gpu2"],
+                "packages": {
+                    "libc6": {"version": "2.36-9+deb12u10", "sha256": SHA},
+                    "nvidia-driver": {"version": "570.124.06-1", "sha256": ""},
+                },
+                "holds": ["nvidia-driver"],
+                "nvidia": {"driver": {"requested": "570.124.06", "resolved": "570.124.06-1"}},
+                "venvs": {"/opt/sovinfra/venv": {"click": {"version": "8.1.7", "sha256": SHA}}},
+                "models": [PIN],
+                "images": [],
+            }
+        },
+        "models": {PIN: {"tiny.gguf": SHA}},
+        "hosts": {
+            h: {
+                "class": "gpu_nodes+inference",
+                "files": {"/etc/pip.conf": SHA},
+                "units": {"sovinfra-inference-tiny.service": "active enabled"},
+                "kernel": "6.1.0-28-amd64",
+            }
+            for h in ("gpu1", "gpu2")
+        },
+    }
+
+
+def matching_state() -> state.HostState:
+    return state.HostState(
+        packages={"libc6": "2.36-9+deb12u10", "nvidia-driver": "570.124.06-1"},
+        holds=["nvidia-driver"],
+        venvs={"/opt/sovinfra/venv": {"click": "8.1.7"}},
+        files={"/etc/pip.conf": SHA},
+        units={"sovinfra-inference-tiny.service": "active enabled"},
+        driver="570.124.06",
+        kernel="6.1.0-28-amd64",
+        models={SNAPSHOT: []},
+    )
+
+
+def test_round_trip_is_stable_and_sorted(tmp_path: Path) -> None:
+    doc = lock_doc()
+    path = tmp_path / schema.FILE_NAME
+    schema.write(path, doc)
+    first = path.read_text()
+    assert schema.load(path) == doc
+    reordered = dict(reversed(list(doc.items())))
+    schema.write(path, reordered)
+    assert path.read_text() == first  # the same lock always writes the same bytes
+    keys = [line.split(":")[0] for line in first.splitlines() if line and not line.startswith((" ", "#"))]
+    assert keys == sorted(keys)
+    assert not list(tmp_path.glob(".*"))  # nothing left aside
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d.pop("models"), "models: missing"),
+        (lambda d: d.update(format=2), "format"),
+        (lambda d: d.update(extra=1), ".extra: not a lock entry"),
+        (
+            lambda d: d["classes"]["gpu_nodes+inference"]["packages"]["libc6"].update(sha256="xyz"),
+            "libc6.sha256",
+        ),
+        (lambda d: d["classes"]["gpu_nodes+inference"]["packages"].update(bad="1.0"), "packages.bad"),
+        (
+            lambda d: d["classes"]["gpu_nodes+inference"]["models"].append("org/other@" + "c" * 40),
+            "models[1]",
+        ),
+        (lambda d: d["hosts"]["gpu1"].update({"class": "nope"}), "hosts.gpu1.class"),
+        (lambda d: d["classes"]["gpu_nodes+inference"]["images"].append("nginx:latest"), "images[0]"),
+        (lambda d: d["hosts"]["gpu2"]["files"].update({"/etc/x": 5}), "hosts.gpu2.files./etc/x"),
+    ],
+)
+def test_hand_edits_are_refused_naming_the_entry(tmp_path: Path, change: Any, named: str) -> None:
+    doc = lock_doc()
+    change(doc)
+    path = tmp_path / schema.FILE_NAME
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(schema.LockError) as caught:
+        schema.load(path)
+    assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_truncated_and_missing_locks(tmp_path: Path) -> None:
+    path = tmp_path / schema.FILE_NAME
+    schema.write(path, lock_doc())
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(UserError, match=str(path)):
+        schema.load(path)
+    with pytest.raises(UserError, match="no lock; write one with `sovinfra lock`"):
+        schema.load(tmp_path / "absent.lock")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_locks_fail_cleanly(data: st.DataObject) -> None:
+    text = schema.dump(lock_doc())
+    cut = data.draw(st.integers(0, len(text)))
+    noise = data.draw(st.text(max_size=20))
+    mutated = text[:cut] + noise + text[cut + data.draw(st.integers(0, 40)) :]
+    try:
+        schema.parse(mutated, "fuzzed.lock")
+    except schema.LockError as exc:
+        assert str(exc).startswith("fuzzed.lock")
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10))  # fmt: skip
+def test_any_entry_replaced_by_junk_fails_cleanly(value: Any) -> None:
+    for path in (("packages_snapshot",), ("classes", "gpu_nodes+inference", "venvs"), ("hosts", "gpu1")):
+        doc = lock_doc()
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = copy.deepcopy(value)
+        try:
+            schema.validate(doc, "junk.lock")
+        except schema.LockError as exc:
+            assert str(exc).startswith("junk.lock")
+
+
+def test_check_view_ignores_what_hosts_report() -> None:
+    doc = lock_doc()
+    view = build.intent_of(doc)
+    assert view["classes"]["gpu_nodes+inference"] == {
+        "hosts": ["gpu1", "gpu2"],
+        "models": [PIN],
+        "nvidia": {"driver": "570.124.06"},
+    }
+    doc["classes"]["gpu_nodes+inference"]["packages"]["libc6"]["version"] = "2.36-9+deb12u11"
+    doc["sovinfra"]["commit"] = "d" * 40
+    assert build.intent_of(doc) == view  # host state and the project commit are drift's and git's business
+
+
+def test_packages_index_gives_each_debs_sha256() -> None:
+    index = (
+        "Package: libc6\nVersion: 2.36-9\nDescription: x\n continued: line\nSHA256: " + SHA + "\n\n"
+        "Package: nohash\nVersion: 1\n"
+    )
+    assert build.parse_packages_index(index) == {("libc6", "2.36-9"): SHA}
+
+
+def test_clean_host_has_no_drift() -> None:
+    assert drift.judge(lock_doc(), "gpu1", matching_state(), "/var/lib/sovinfra/hf-cache") == []
+
+
+def test_each_kind_of_drift_is_named() -> None:
+    found = matching_state()
+    found.packages["libc6"] = "2.36-9+deb12u11"
+    found.packages["telnet"] = "0.17"
+    del found.packages["nvidia-driver"]
+    found.holds = []
+    found.files["/etc/pip.conf"] = "f" * 64
+    found.units["sovinfra-inference-tiny.service"] = "inactive enabled"
+    found.modified = ["??5?????? c /etc/ssh/sshd_config", "??5??????   /etc/pip.conf"]
+    found.models[SNAPSHOT] = ["/x/tiny.gguf: sha256 0 does not match the verified 1"]
+    found.venvs["/opt/sovinfra/venv"]["click"] = "8.2.0"
+    found.driver = "565.57.01"
+    items = {(i.kind, i.what) for i in drift.judge(lock_doc(), "gpu2", found, "/var/lib/sovinfra/hf-cache")}
+    assert items == {
+        ("version", "package libc6"),
+        ("extra", "package telnet"),
+        ("missing", "package nvidia-driver"),
+        ("modified", "hold nvidia-driver"),
+        ("modified", "file /etc/pip.conf"),
+        ("modified", "unit sovinfra-inference-tiny.service"),
+        ("modified", "package file /etc/ssh/sshd_config"),  # the managed /etc/pip.conf is judged as a file
+        ("modified", f"model {PIN}"),
+        ("version", "venv /opt/sovinfra/venv: click"),
+        ("version", "driver loaded"),
+    }
+
+
+def test_host_missing_from_the_lock_and_model_missing_from_the_cache() -> None:
+    found = matching_state()
+    found.models = {}
+    assert [
+        (i.kind, i.what) for i in drift.judge(lock_doc(), "gpu1", found, "/var/lib/sovinfra/hf-cache")
+    ] == [("missing", f"model {PIN}")]
+    assert drift.judge(lock_doc(), "gpu9", found, "/c")[0].what == "lock entry"
+
+
+def test_host_read_parses_every_section() -> None:
+    output = [
+        f"{state.MARK}packages",
+        "ii  libc6 2.36-9",
+        "rc  oldpkg 1.0",
+        "hi  nvidia-driver 570.124.06-1",
+        f"{state.MARK}holds",
+        "nvidia-driver",
+        f"{state.MARK}venvs",
+        "/opt/sovinfra/venv llama_cpp_python-0.3.16.dist-info",
+        f"{state.MARK}files",
+        f"{SHA}  /etc/pip.conf",
+        f"{state.MARK}units",
+        "sovinfra-inference-tiny.service active enabled",
+        f"{state.MARK}driver",
+        "570.124.06",
+        f"{state.MARK}kernel",
+        "6.1.0",
+        f"{state.MARK}modified",
+        "??5?????? c /etc/x",
+        f"{state.MARK}models",
+        f"snapshot {SNAPSHOT}",
+        f"snapshot {SNAPSHOT}2",
+        "model cache: /x: missing (expected sha256 1)",
+    ]
+    read = state.parse(output)
+    assert read.packages == {"libc6": "2.36-9", "nvidia-driver": "570.124.06-1"}  # not the removed one
+    assert read.holds == ["nvidia-driver"] and read.venvs == {
+        "/opt/sovinfra/venv": {"llama-cpp-python": "0.3.16"}
+    }
+    assert (
+        read.files == {"/etc/pip.conf": SHA}
+        and read.units["sovinfra-inference-tiny.service"] == "active enabled"
+    )
+    assert (read.driver, read.kernel, read.modified) == ("570.124.06", "6.1.0", ["??5?????? c /etc/x"])
+    assert read.models == {SNAPSHOT: [], SNAPSHOT + "2": ["/x: missing (expected sha256 1)"]}
