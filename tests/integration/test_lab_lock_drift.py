@@ -1,0 +1,126 @@
+"""The lock of the converged lab, and drift: each kind injected is reported with its host and item, and
+a converge repairs what the roles own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.cli.mirror import DEFAULT_STORE
+from sovinfra.lock import schema
+from sovinfra.mirror import apt_snapshots
+
+pytestmark = pytest.mark.lab
+GPU = "gpu_nodes+inference"
+PROBE = "sovinfra-drift-probe"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def host(inventory: str, name: str) -> testinfra.host.Host:
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=f"{inventory}/hosts.yml")
+
+
+@pytest.fixture(scope="module")
+def locked(lab_inventory: str, converged: dict) -> Iterator[Path]:
+    # Earlier tests restart lab hosts and services: converge first so the lock records a settled site.
+    code, out = run("apply", "-i", lab_inventory, "--json")
+    assert code == 0, out
+    code, out = run("lock", "-i", lab_inventory, "--json")
+    assert code == 0, out
+    path = Path(lab_inventory) / schema.FILE_NAME
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_lock_records_the_site_and_is_stable(lab_inventory: str, locked: Path) -> None:
+    doc = schema.load(locked)
+    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    assert doc["packages_snapshot"] == apt_snapshots.current(store)
+    gpu = doc["classes"][GPU]
+    assert gpu["hosts"] == ["gpu1", "gpu2"] and doc["classes"]["model_mirror"]["hosts"] == ["mirror1"]
+    assert gpu["nvidia"]["driver"]["resolved"].startswith(gpu["nvidia"]["driver"]["requested"])
+    assert "nvidia-driver" in gpu["holds"]
+    # Debian packages carry the sha256 of the .deb the snapshot holds.
+    assert len(gpu["packages"]["libc6"]["sha256"]) == 64
+    [pin] = gpu["models"]
+    assert doc["models"][pin] and all(len(sha) == 64 for sha in doc["models"][pin].values())
+    assert any(u.startswith("sovinfra-inference-tiny") for u in doc["hosts"]["gpu1"]["units"])
+    text = locked.read_text()
+    assert run("lock", "-i", lab_inventory)[0] == 0
+    assert locked.read_text() == text  # an unchanged site writes the same bytes
+    code, out = run("lock", "-i", lab_inventory, "--check")
+    assert code == 0, out
+
+
+def test_lock_check_names_what_the_inventory_changed(
+    lab_inventory: str, locked: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "inventory"
+    shutil.copytree(lab_inventory, copy)
+    (copy / "group_vars" / "gpu_nodes.yml").write_text(
+        yaml.safe_dump({"nvidia_driver_branch": "580", "nvidia_driver_version": "580.65.06"})
+    )
+    code, out = run("lock", "-i", str(copy), "--check")
+    assert code == 1 and "-      driver: 570." in out and "+      driver: 580.65.06" in out, out
+    (copy / schema.FILE_NAME).write_text(locked.read_text()[:300])  # truncated by hand
+    code, out = run("drift", "-i", str(copy))
+    assert code == 2 and str(copy / schema.FILE_NAME) in out, out
+
+
+def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str, locked: Path) -> None:
+    code, out = run("drift", "-i", lab_inventory)
+    assert code == 0 and "0 drifted item(s) on 3 host(s)" in out, out
+    gpu1, gpu2 = host(lab_inventory, "gpu1"), host(lab_inventory, "gpu2")
+    blob = gpu1.check_output(
+        "readlink -f /var/lib/sovinfra/hf-cache/models--*/snapshots/*/*.gguf | head -n 1"
+    )
+    gpu1.check_output("printf 'X' | dd of=%s bs=1 seek=4096 conv=notrunc status=none", blob)
+    gpu2.check_output("apt-mark unhold nvidia-smi")
+    gpu2.check_output("echo '# edited' >> /etc/pip.conf")
+    gpu2.check_output("systemctl stop sovinfra-inference-tiny")
+    gpu2.check_output("echo '# edited' >> /etc/default/ssh")
+    gpu2.check_output(
+        "mkdir -p /tmp/probe/DEBIAN && printf 'Package: %s\\nVersion: 1.0\\nArchitecture: all\\n"
+        "Maintainer: lab <lab@lab>\\nDescription: drift probe\\n' > /tmp/probe/DEBIAN/control && "
+        "dpkg-deb -b /tmp/probe /tmp/probe.deb >/dev/null && dpkg -i /tmp/probe.deb >/dev/null",
+        PROBE,
+    )
+    try:
+        code, out = run("drift", "-i", lab_inventory, "--json")
+        assert code == 1, out
+        doc = json.loads(out)
+        found = {(i["host"], i["kind"], i["what"]) for i in doc["items"]}
+        assert found == {
+            ("gpu1", "modified", f"model {schema.load(locked)['classes'][GPU]['models'][0]}"),
+            ("gpu2", "modified", "hold nvidia-smi"),
+            ("gpu2", "modified", "file /etc/pip.conf"),
+            ("gpu2", "modified", "unit sovinfra-inference-tiny.service"),
+            ("gpu2", "modified", "package file /etc/default/ssh"),
+            ("gpu2", "extra", f"package {PROBE}"),
+        }, found
+        model = next(i for i in doc["items"] if i["host"] == "gpu1")
+        assert "does not match the verified" in model["found"]  # the flipped byte, found by re-hashing
+        assert doc["seconds"] > 0 and doc["hosts"] == 3
+    finally:
+        gpu2.check_output("sed -i '/^# edited$/d' /etc/default/ssh")
+    code, out = run("apply", "-i", lab_inventory, "--json")
+    assert code == 0, out
+    # The roles own the model, hold, file and unit; an extra package is the operator's to remove.
+    code, out = run("drift", "-i", lab_inventory, "--json")
+    assert [(i["host"], i["what"]) for i in json.loads(out)["items"]] == [("gpu2", f"package {PROBE}")], out
+    gpu2.check_output("dpkg -r %s >/dev/null", PROBE)
+    code, out = run("drift", "-i", lab_inventory)
+    assert code == 0, out
