@@ -10,7 +10,7 @@ import yaml
 
 from sovinfra import paths
 from sovinfra.errors import UserError
-from sovinfra.inventory import model, specs, validate
+from sovinfra.inventory import defaults, model, specs, validate
 
 
 def resolve(explicit: str | None) -> Path:
@@ -69,7 +69,7 @@ def check_deployable(inv: model.Inventory, extra: dict[str, Any]) -> None:
     from sovinfra.inference.plan import declaration_problems
 
     roles_dir = paths.project_root() / "roles"
-    defaults = model.read_yaml(roles_dir / "inference" / "defaults" / "main.yml") or {}
+    role = defaults.role_defaults(roles_dir, "inference")
     found: dict[tuple[Path, str], validate.Problem] = {}
     for host in sorted(inv.hosts):
         merged = {**model.host_vars(inv, host), **extra}
@@ -79,7 +79,7 @@ def check_deployable(inv: model.Inventory, extra: dict[str, Any]) -> None:
         file = (
             Path("-e") if "inference_services" in extra else model.var_file(inv, host, "inference_services")
         )
-        engine = str(merged.get("inference_engine") or defaults.get("inference_engine", "llama_cpp"))
+        engine = str(merged.get("inference_engine") or role.get("inference_engine", "llama_cpp"))
         for message in declaration_problems(services, engine):
             found.setdefault((file, message), validate.Problem(file, "inference_services", message))
     if found:

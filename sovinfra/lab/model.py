@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sovinfra import paths
+from sovinfra.inventory import defaults
 from sovinfra.lab import tiny_gguf
 
 REPO = "sovinfra-lab/tiny-llama"
@@ -110,8 +111,8 @@ def _current_ciphertext(path: Path) -> str | None:
 
 def engine_requirement(roles_dir: Path) -> str:
     """The llama.cpp engine release the inference role installs (its defaults are the one place it is set)."""
-    defaults = yaml.safe_load((roles_dir / "inference" / "defaults" / "main.yml").read_text())
-    return f"llama-cpp-python[server]=={defaults['inference_llama_cpp_version']}"
+    version = defaults.role_defaults(roles_dir, "inference")["inference_llama_cpp_version"]
+    return f"llama-cpp-python[server]=={version}"
 
 
 def ensure_engine_wheels(store_root: Path, roles_dir: Path, log: Any) -> list[str]:

@@ -173,6 +173,6 @@ def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: A
 
 
 def role_defaults(roles_dir: Path) -> dict[str, Any]:
-    from sovinfra.inventory.model import read_yaml
+    from sovinfra.inventory import defaults
 
-    return dict(read_yaml(roles_dir / "inference" / "defaults" / "main.yml") or {})
+    return defaults.role_defaults(roles_dir, "inference")

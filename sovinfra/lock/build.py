@@ -14,25 +14,20 @@ from typing import Any
 
 from sovinfra import __version__
 from sovinfra.fleet.state import HostState
-from sovinfra.inventory import model
+from sovinfra.inventory import defaults, model
 from sovinfra.lock.schema import FORMAT, LockError
 from sovinfra.mirror import apt_plan, apt_snapshots, wheels
 from sovinfra.mirror.store import Store
 
-# NVIDIA components: (what the inventory asks for, the role whose default applies, packages that resolve it).
+# NVIDIA components: (the variable that asks for a version, the packages that resolve it).
 NVIDIA = {
-    "driver": ("nvidia_driver_version", "nvidia_driver", re.compile(r"^(nvidia-driver|cuda-drivers)$")),
-    "cuda": ("cuda_toolkit_versions", "cuda_toolkit", re.compile(r"^cuda-toolkit-\d+-\d+$")),
+    "driver": ("nvidia_driver_version", re.compile(r"^(nvidia-driver|cuda-drivers)$")),
+    "cuda": ("cuda_toolkit_versions", re.compile(r"^cuda-toolkit-\d+-\d+$")),
     "fabric_manager": (
         "fabric_manager_version",
-        "fabric_manager",
         re.compile(r"^(nvidia-fabricmanager|cuda-drivers-fabricmanager)(-\d+)?$"),
     ),
-    "container_toolkit": (
-        "nvidia_container_toolkit_version",
-        "nvidia_container_toolkit",
-        re.compile(r"^nvidia-container-toolkit$"),
-    ),
+    "container_toolkit": ("nvidia_container_toolkit_version", re.compile(r"^nvidia-container-toolkit$")),
 }
 IGNORED_GROUPS = {"all", "ungrouped"}
 
@@ -52,14 +47,6 @@ def project_commit(root: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def _setting(inv: model.Inventory, roles_dir: Path, host: str, key: str, role: str) -> Any:
-    hv = model.host_vars(inv, host)
-    if key in hv:
-        return hv[key]
-    path = roles_dir / role / "defaults" / "main.yml"
-    return (model.read_yaml(path) or {}).get(key) if path.exists() else None
-
-
 def _requested(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
@@ -69,7 +56,7 @@ def _requested(value: Any) -> str:
 def packages_snapshot(inv: model.Inventory, roles_dir: Path, store: Path) -> str:
     """The snapshot id the hosts are pointed at ("" when they use upstream archives)."""
     wanted = {
-        str(_setting(inv, roles_dir, h, "site_apt_snapshot", "site") or "") for h in sorted(inv.hosts)
+        str(defaults.setting(inv, roles_dir, h, "site_apt_snapshot") or "") for h in sorted(inv.hosts)
     } - {""}
     if len(wanted) > 1:
         raise LockError(f"{inv.path}: site_apt_snapshot differs between hosts ({', '.join(sorted(wanted))})")
@@ -118,8 +105,8 @@ def intent(inv: model.Inventory, roles_dir: Path, store: Path) -> dict[str, Any]
             if pin not in body["models"]:
                 body["models"].append(pin)
         if host in inv.hosts_in("gpu_nodes"):
-            for part, (key, role, _) in NVIDIA.items():
-                body["nvidia"].setdefault(part, _requested(_setting(inv, roles_dir, host, key, role)))
+            for part, (key, _) in NVIDIA.items():
+                body["nvidia"].setdefault(part, _requested(defaults.setting(inv, roles_dir, host, key)))
     for body in classes.values():
         body["models"].sort()
     return {
@@ -217,7 +204,7 @@ def resolve(
         }
         nvidia = {}
         for part, requested in body["nvidia"].items():
-            pattern = NVIDIA[part][2]
+            pattern = NVIDIA[part][1]
             nvidia[part] = {
                 "requested": requested,
                 "resolved": ", ".join(v for p, v in sorted(packages.items()) if pattern.match(p)),
@@ -258,6 +245,6 @@ def resolve(
 def node_paths(inv: model.Inventory, roles_dir: Path) -> tuple[str, str]:
     """(the agent venv, the model cache) on the site's nodes: what drift reads and re-hashes with."""
     first = sorted(inv.hosts)[0]
-    venv = _setting(inv, roles_dir, first, "sovinfra_venv_path", "sovinfra_venv")
-    cache = _setting(inv, roles_dir, first, "model_cache_dir", "model_cache")
+    venv = defaults.setting(inv, roles_dir, first, "sovinfra_venv_path")
+    cache = defaults.setting(inv, roles_dir, first, "model_cache_dir")
     return str(venv), str(cache)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra.errors import UserError
-from sovinfra.inventory import model
+from sovinfra.inventory import defaults, model
 
 SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z$")
 UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -121,21 +121,16 @@ HOST_PACKAGE_VARS = {
 }
 
 
-def _role_default(roles_dir: Path, role: str, key: str) -> Any:
-    path = roles_dir / role / "defaults" / "main.yml"
-    return (model.read_yaml(path) or {}).get(key) if path.exists() else None
-
-
 def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
     """Every package name the site's hosts install from the OS archive (dependencies are aptly's job)."""
     names = _role_lists(roles_dir)
     runtimes = model.read_yaml(roles_dir / "container_runtime" / "vars" / "Debian.yml") or {}
     engine_packages = runtimes.get("__container_runtime_packages", {})
-    default_engine = _role_default(roles_dir, "container_runtime", "container_runtime_engine")
+    default_engine = defaults.role_defaults(roles_dir, "container_runtime").get("container_runtime_engine")
     for host in sorted(inv.hosts):
         hv = model.host_vars(inv, host)
         for key, role in HOST_PACKAGE_VARS.items():
-            value = hv.get(key, _role_default(roles_dir, role, key))
+            value = hv.get(key, defaults.role_defaults(roles_dir, role).get(key))
             if isinstance(value, list):
                 names |= {v for v in value if isinstance(v, str) and "{{" not in v}
         if host in inv.hosts_in("gpu_nodes"):
@@ -167,7 +162,7 @@ def _mirror_setting(inv: model.Inventory, roles_dir: Path, key: str) -> tuple[An
     mirrors = sorted(inv.hosts_in("model_mirror"))
     if mirrors and key in model.host_vars(inv, mirrors[0]):
         return model.host_vars(inv, mirrors[0])[key], str(model.var_file(inv, mirrors[0], key))
-    return _role_default(roles_dir, "model_mirror", key), str(
+    return defaults.role_defaults(roles_dir, "model_mirror").get(key), str(
         roles_dir / "model_mirror" / "defaults" / "main.yml"
     )
 

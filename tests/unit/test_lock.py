@@ -250,3 +250,20 @@ def test_host_read_parses_every_section() -> None:
     )
     assert (read.driver, read.kernel, read.modified) == ("570.124.06", "6.1.0", ["??5?????? c /etc/x"])
     assert read.models == {SNAPSHOT: [], SNAPSHOT + "2": ["/x: missing (expected sha256 1)"]}
+
+
+def test_requested_versions_follow_role_defaults_and_their_aliases(tmp_path: Path) -> None:
+    from sovinfra import paths
+    from sovinfra.inventory import defaults, model
+
+    (tmp_path / "hosts.yml").write_text(
+        yaml.safe_dump(
+            {"all": {"children": {"gpu_nodes": {"hosts": {"g1": {"nvidia_driver_version": "580.65.06"}}}}}}
+        )
+    )
+    inv = model.load(tmp_path)
+    roles = paths.project_root() / "roles"
+    # fabric_manager_version defaults to "{{ nvidia_driver_version | default('') }}": the host's driver.
+    assert defaults.setting(inv, roles, "g1", "fabric_manager_version") == "580.65.06"
+    assert defaults.setting(inv, roles, "g1", "cuda_toolkit_versions") == ["12.8.1"]
+    assert defaults.setting(inv, roles, "g1", "no_such_variable") is None
