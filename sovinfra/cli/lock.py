@@ -52,12 +52,23 @@ def lock(inventory_path: str | None, check: bool, as_json: bool, store_path: Pat
     before = schema.load(lock_path) if lock_path.exists() else None
     schema.write(lock_path, doc)
     changes = schema.diff(before, doc, str(lock_path)) if before else ""
+    # Without a sha256 a package did not come from the snapshot (the base image's older release, or a
+    # repository served as a copy): a rebuild from the mirror cannot bring back that exact file.
+    outside = sorted(
+        {
+            f"{p}={e['version']}"
+            for b in doc["classes"].values()
+            for p, e in b["packages"].items()
+            if not e["sha256"]
+        }
+    )
     summary = {
         "lock": str(lock_path),
         "changed": before != doc,
         "classes": {c: len(b["hosts"]) for c, b in doc["classes"].items()},
         "packages": sum(len(b["packages"]) for b in doc["classes"].values()),
         "models": len(doc["models"]),
+        "not_in_snapshot": outside,
     }
     if as_json:
         click.echo(json.dumps(summary))
@@ -65,3 +76,9 @@ def lock(inventory_path: str | None, check: bool, as_json: bool, store_path: Pat
         click.echo(changes or f"{lock_path}: {'written' if before is None else 'unchanged'}")
         pins = f"{summary['packages']} package pins in {len(doc['classes'])} class(es)"
         click.echo(f"{pins}, {summary['models']} model(s)")
+        if outside:
+            snapshot = doc["packages_snapshot"] or "(none)"
+            more = " ..." if len(outside) > 12 else ""
+            click.echo(
+                f"{len(outside)} package(s) hosts run are not in snapshot {snapshot}: {' '.join(outside[:12])}{more}"
+            )
