@@ -78,7 +78,5 @@ def lock(inventory_path: str | None, check: bool, as_json: bool, store_path: Pat
         click.echo(f"{pins}, {summary['models']} model(s)")
         if outside:
             snapshot = doc["packages_snapshot"] or "(none)"
-            more = " ..." if len(outside) > 12 else ""
-            click.echo(
-                f"{len(outside)} package(s) hosts run are not in snapshot {snapshot}: {' '.join(outside[:12])}{more}"
-            )
+            listed = " ".join(outside[:12]) + (" ..." if len(outside) > 12 else "")
+            click.echo(f"{len(outside)} package(s) hosts run are not in snapshot {snapshot}: {listed}")
