@@ -26,6 +26,23 @@ def _playbook_path(name: str) -> Path:
     raise UserError(f"playbook {name!r} not found (known: {known})")
 
 
+def _check_lock(inv: Any, limit: str | None) -> None:
+    """A lock beside the inventory must read, cover every host and name only what the mirror holds."""
+    from sovinfra.inventory import defaults, model
+    from sovinfra.lock import gate, schema
+
+    lock_path = schema.path_for(inv.hosts_file.parent)
+    if not lock_path.exists():
+        return
+    lock = schema.load(lock_path)
+    hosts = model.select_hosts(inv, limit)
+    roles_dir = paths.project_root() / "roles"
+    store = Path(str(defaults.setting(inv, roles_dir, sorted(inv.hosts)[0], "site_store")))
+    found = gate.problems(lock, inv, hosts, store)
+    if found:
+        raise UserError(f"{lock_path}: {len(found)} problem(s):\n" + "\n".join(f"  {p}" for p in found))
+
+
 class Progress:
     """One line per host result worth seeing, and a running count of tasks."""
 
@@ -77,6 +94,9 @@ def _print_recap(result: runner.RunResult) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="for vaulted variables such as API keys (or ANSIBLE_VAULT_PASSWORD_FILE; the lab has its own)",
 )
+@click.option(
+    "--no-lock", is_flag=True, help="ignore the inventory's sovinfra.lock (to add a new kind of host)"
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,
@@ -88,6 +108,7 @@ def apply(
     diff: bool,
     extra_vars: tuple[str, ...],
     vault_password_file: str | None,
+    no_lock: bool,
     as_json: bool,
 ) -> None:
     """Run PLAYBOOK (default: site) against the inventory."""
@@ -95,6 +116,10 @@ def apply(
     extra = site.parse_extra_vars(extra_vars)
     inv, _ = site.load_checked(path, extra)  # bad input fails here, before any host is touched
     site.check_deployable(inv, extra)
+    if no_lock:
+        extra["site_lock_file"] = ""
+    else:
+        _check_lock(inv, limit)
     run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
     if extra:
         run.extra_args += ["--extra-vars", json.dumps(extra)]

@@ -30,6 +30,8 @@ MANAGED_FILES = (
     "/etc/nvidia-container-runtime/config.toml",
     "/etc/systemd/timesyncd.conf.d/*sovinfra*",
 )
+# Written from the lock itself (its package pins): the packages are judged, not this file.
+LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
 UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service")
 
 
@@ -90,7 +92,7 @@ def parse(lines: list[str]) -> HostState:
         elif section == "venvs" and len(words) == 2 and words[1].endswith(".dist-info"):
             name, _, version = words[1][: -len(".dist-info")].rpartition("-")
             state.venvs.setdefault(words[0], {})[name.lower().replace("_", "-")] = version
-        elif section == "files" and len(words) == 2:
+        elif section == "files" and len(words) == 2 and words[1] != LOCK_PINS:
             state.files[words[1]] = words[0]
         elif section == "units" and len(words) >= 3:
             state.units[words[0]] = f"{words[1]} {words[2]}"

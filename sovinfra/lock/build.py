@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra import __version__
+from sovinfra.errors import UserError
 from sovinfra.fleet.state import HostState
 from sovinfra.inventory import defaults, model
 from sovinfra.lock.schema import FORMAT, LockError
@@ -96,7 +97,7 @@ def intent(inv: model.Inventory, roles_dir: Path, store: Path) -> dict[str, Any]
             try:
                 commit = mirror.resolve(repo, revision)
                 files = {f.path: f.sha256 for f in mirror.commit(repo, commit).files}
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, UserError) as exc:
                 raise LockError(
                     f"{where}: {repo}@{revision}: the site mirror does not hold it ({exc})"
                 ) from None

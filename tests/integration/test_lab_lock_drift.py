@@ -118,9 +118,29 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
         gpu2.check_output("sed -i '/^# edited$/d' /etc/default/ssh")
     code, out = run("apply", "-i", lab_inventory, "--json")
     assert code == 0, out
+    # With a lock, apt holds every package from the snapshot at its locked version.
+    pins = gpu2.file("/etc/apt/preferences.d/sovinfra-lock").content_string
+    libc6 = schema.load(locked)["classes"][GPU]["packages"]["libc6"]["version"]
+    assert f"Package: libc6\nPin: version {libc6}\nPin-Priority: 1001" in pins
+    assert f"*** {libc6} 1001" in gpu2.check_output("apt-cache policy libc6")
     # The roles own the model, hold, file and unit; an extra package is the operator's to remove.
     code, out = run("drift", "-i", lab_inventory, "--json")
     assert [(i["host"], i["what"]) for i in json.loads(out)["items"]] == [("gpu2", f"package {PROBE}")], out
     gpu2.check_output("dpkg -r %s >/dev/null", PROBE)
     code, out = run("drift", "-i", lab_inventory)
     assert code == 0, out
+
+
+def test_apply_refuses_what_the_lock_cannot_cover(lab_inventory: str, locked: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "inventory"
+    shutil.copytree(lab_inventory, copy)
+    hosts = yaml.safe_load((copy / "hosts.yml").read_text())
+    hosts["all"]["children"]["storage"] = {"hosts": {"gpu1": {}}}  # gpu1 becomes a new kind of host
+    (copy / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    code, out = run("apply", "-i", str(copy), "--check")
+    assert code == 2 and "hosts.gpu1: no class 'gpu_nodes+inference+storage'" in out, out
+    lock = schema.load(copy / schema.FILE_NAME)
+    lock["packages_snapshot"] = "20200101T000000Z"
+    schema.write(copy / schema.FILE_NAME, lock)
+    code, out = run("apply", "-i", str(copy), "--check", "--limit", "gpu2")
+    assert code == 2 and "packages_snapshot: 20200101T000000Z is no longer in the mirror store" in out, out

@@ -267,3 +267,29 @@ def test_requested_versions_follow_role_defaults_and_their_aliases(tmp_path: Pat
     assert defaults.setting(inv, roles, "g1", "fabric_manager_version") == "580.65.06"
     assert defaults.setting(inv, roles, "g1", "cuda_toolkit_versions") == ["12.8.1"]
     assert defaults.setting(inv, roles, "g1", "no_such_variable") is None
+
+
+def test_gate_names_new_kinds_of_host_and_what_the_mirror_lost(tmp_path: Path) -> None:
+    from sovinfra.inventory import model
+    from sovinfra.lock import gate
+    from sovinfra.mirror.store import Store
+
+    groups = {
+        "gpu_nodes": {"hosts": {"gpu1": {}, "gpu2": {}}},
+        "inference": {"hosts": {"gpu1": {}, "gpu2": {}}},
+    }
+    groups["storage"] = {"hosts": {"st1": {}}}
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": groups}}))
+    inv = model.load(tmp_path / "inv")
+    store = tmp_path / "store"
+    found = gate.problems(lock_doc(), inv, ["gpu1", "st1"], store)
+    assert found[0].startswith("hosts.st1: no class 'storage'") and "--no-lock" in found[0]
+    assert any(p.startswith("packages_snapshot: 20261202T120000Z is no longer") for p in found)
+    assert any(p.startswith(f"models.{PIN}:") for p in found)
+    (store / "packages" / "snapshots").mkdir(parents=True)
+    (store / "packages" / "snapshots" / "20261202T120000Z.json").write_text("{}")
+    commits = Store(store).repo_dir("org/tiny") / "commits"
+    commits.mkdir(parents=True)
+    (commits / f"{COMMIT}.json").write_text("{}")
+    assert gate.problems(lock_doc(), inv, ["gpu1", "gpu2"], store) == []
