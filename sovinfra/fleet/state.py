@@ -44,6 +44,7 @@ class HostState:
     units: dict[str, str] = field(default_factory=dict)  # unit -> "active enabled"
     driver: str = ""  # the loaded driver's version, as nvidia-smi reports it
     kernel: str = ""
+    gpus: list[str] = field(default_factory=list)  # GPU UUIDs, as `nvidia-smi -L` lists them
     modified: list[str] = field(default_factory=list)  # dpkg --verify lines
     models: dict[str, list[str]] = field(default_factory=dict)  # snapshot dir -> problems ([] sound)
 
@@ -64,6 +65,7 @@ def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], reha
         f"echo '{MARK}driver'; nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null"
         " | head -n 1",
         f"echo '{MARK}kernel'; uname -r",
+        f"echo '{MARK}gpus'; nvidia-smi -L 2>/dev/null",
         f"echo '{MARK}modified'; dpkg --verify {' '.join(q(p) for p in verify)} 2>/dev/null"
         if verify
         else "",
@@ -100,6 +102,8 @@ def parse(lines: list[str]) -> HostState:
             state.driver = words[0]
         elif section == "kernel":
             state.kernel = words[0]
+        elif section == "gpus" and "(UUID: " in line:
+            state.gpus.append(line.split("(UUID: ", 1)[1].rstrip(")").strip())
         elif section == "modified":
             state.modified.append(line.strip())
         elif section == "models" and words[0] == "snapshot":

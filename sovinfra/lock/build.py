@@ -237,6 +237,7 @@ def resolve(
                 "files": reads[h].files,
                 "units": reads[h].units,
                 "kernel": reads[h].kernel,
+                "gpus": reads[h].gpus,
             }
             for h in sorted(inv.hosts)
         },

@@ -67,6 +67,10 @@ def judge(lock: dict[str, Any], host: str, state: HostState, cache_dir: str) -> 
     items += _compare(host, "unit", entry["units"], state.units, "modified")
     if entry["kernel"] and state.kernel != entry["kernel"]:
         items.append(Item(host, "version", "kernel running", entry["kernel"], state.kernel or "unknown"))
+    if state.gpus != entry["gpus"]:  # another machine, or a GPU swapped: hardware the lock did not see
+        items.append(
+            Item(host, "modified", "gpus", " ".join(entry["gpus"]) or "none", " ".join(state.gpus) or "none")
+        )
     driver = cls["nvidia"].get("driver", {}).get("resolved", "")
     if driver and not driver.startswith(state.driver or "\0"):
         items.append(Item(host, "version", "driver loaded", driver, state.driver or "none"))

@@ -48,6 +48,7 @@ def lock_doc() -> dict[str, Any]:
                 "files": {"/etc/pip.conf": SHA},
                 "units": {"sovinfra-inference-tiny.service": "active enabled"},
                 "kernel": "6.1.0-28-amd64",
+                "gpus": ["GPU-1", "GPU-2"],
             }
             for h in ("gpu1", "gpu2")
         },
@@ -63,6 +64,7 @@ def matching_state() -> state.HostState:
         units={"sovinfra-inference-tiny.service": "active enabled"},
         driver="570.124.06",
         kernel="6.1.0-28-amd64",
+        gpus=["GPU-1", "GPU-2"],
         models={SNAPSHOT: []},
     )
 
@@ -190,6 +192,7 @@ def test_each_kind_of_drift_is_named() -> None:
     found.models[SNAPSHOT] = ["/x/tiny.gguf: sha256 0 does not match the verified 1"]
     found.venvs["/opt/sovinfra/venv"]["click"] = "8.2.0"
     found.driver = "565.57.01"
+    found.gpus = ["GPU-1", "GPU-9"]
     items = {(i.kind, i.what) for i in drift.judge(lock_doc(), "gpu2", found, "/var/lib/sovinfra/hf-cache")}
     assert items == {
         ("version", "package libc6"),
@@ -202,6 +205,7 @@ def test_each_kind_of_drift_is_named() -> None:
         ("modified", f"model {PIN}"),
         ("version", "venv /opt/sovinfra/venv: click"),
         ("version", "driver loaded"),
+        ("modified", "gpus"),
     }
 
 
@@ -232,6 +236,8 @@ def test_host_read_parses_every_section() -> None:
         "570.124.06",
         f"{state.MARK}kernel",
         "6.1.0",
+        f"{state.MARK}gpus",
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5c1d2e3f-0000-1111-2222-333344445555)",
         f"{state.MARK}modified",
         "??5?????? c /etc/x",
         f"{state.MARK}models",
@@ -249,6 +255,7 @@ def test_host_read_parses_every_section() -> None:
         and read.units["sovinfra-inference-tiny.service"] == "active enabled"
     )
     assert (read.driver, read.kernel, read.modified) == ("570.124.06", "6.1.0", ["??5?????? c /etc/x"])
+    assert read.gpus == ["GPU-5c1d2e3f-0000-1111-2222-333344445555"]
     assert read.models == {SNAPSHOT: [], SNAPSHOT + "2": ["/x: missing (expected sha256 1)"]}
 
 
