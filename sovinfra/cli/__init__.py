@@ -24,6 +24,7 @@ COMMANDS = {
     "audit": "sovinfra.cli.audit:audit",
     "lock": "sovinfra.cli.lock:lock",
     "drift": "sovinfra.cli.drift:drift",
+    "rebuild": "sovinfra.cli.rebuild:rebuild",
 }
 
 

@@ -28,17 +28,15 @@ def _playbook_path(name: str) -> Path:
 
 def _check_lock(inv: Any, limit: str | None) -> None:
     """A lock beside the inventory must read, cover every host and name only what the mirror holds."""
-    from sovinfra.inventory import defaults, model
-    from sovinfra.lock import gate, schema
+    from sovinfra.inventory import model
+    from sovinfra.lock import build, gate, schema
 
     lock_path = schema.path_for(inv.hosts_file.parent)
     if not lock_path.exists():
         return
     lock = schema.load(lock_path)
     hosts = model.select_hosts(inv, limit)
-    roles_dir = paths.project_root() / "roles"
-    store = Path(str(defaults.setting(inv, roles_dir, sorted(inv.hosts)[0], "site_store")))
-    found = gate.problems(lock, inv, hosts, store)
+    found = gate.problems(lock, inv, hosts, build.site_store(inv, paths.project_root() / "roles"))
     if found:
         raise UserError(f"{lock_path}: {len(found)} problem(s):\n" + "\n".join(f"  {p}" for p in found))
 

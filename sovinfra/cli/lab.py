@@ -85,6 +85,13 @@ def down() -> None:
 
 
 @lab.command()
+@click.argument("host")
+def wipe(host: str) -> None:
+    """Destroy HOST's disk (overlay, caches, host key) and boot it blank: the disaster for rebuild drills."""
+    manager.wipe(host, log=_log)
+
+
+@lab.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(as_json: bool) -> None:
     """Each lab host and whether it answers ssh."""

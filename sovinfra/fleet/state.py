@@ -45,6 +45,7 @@ class HostState:
     driver: str = ""  # the loaded driver's version, as nvidia-smi reports it
     kernel: str = ""
     gpus: list[str] = field(default_factory=list)  # GPU UUIDs, as `nvidia-smi -L` lists them
+    machine: str = ""  # the board's DMI product UUID: survives a re-image, unlike host keys and machine-id
     modified: list[str] = field(default_factory=list)  # dpkg --verify lines
     models: dict[str, list[str]] = field(default_factory=dict)  # snapshot dir -> problems ([] sound)
 
@@ -66,6 +67,7 @@ def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], reha
         " | head -n 1",
         f"echo '{MARK}kernel'; uname -r",
         f"echo '{MARK}gpus'; nvidia-smi -L 2>/dev/null",
+        f"echo '{MARK}machine'; cat /sys/class/dmi/id/product_uuid 2>/dev/null",
         f"echo '{MARK}modified'; dpkg --verify {' '.join(q(p) for p in verify)} 2>/dev/null"
         if verify
         else "",
@@ -102,6 +104,8 @@ def parse(lines: list[str]) -> HostState:
             state.driver = words[0]
         elif section == "kernel":
             state.kernel = words[0]
+        elif section == "machine":
+            state.machine = words[0].lower()
         elif section == "gpus" and "(UUID: " in line:
             state.gpus.append(line.split("(UUID: ", 1)[1].rstrip(")").strip())
         elif section == "modified":

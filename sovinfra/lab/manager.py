@@ -83,6 +83,29 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print) -> state.La
     return current
 
 
+def wipe(name: str, log: Log = print) -> None:
+    """The lab's disaster: the host's disk is replaced. Its upper layer (everything converged onto it, its
+    caches, its ssh host key) is destroyed and it boots blank from the base image; the lab enrolls the new
+    host key as a site would after verifying it out of band."""
+    _require_root()
+    current = state.load()
+    entry = current.hosts.get(name)
+    if entry is None:
+        raise UserError(f"no lab host {name!r} (have: {', '.join(sorted(current.hosts)) or 'none'})")
+    plan = next(p for p in config.plan_hosts(config.MAX_NODES) if p.name == name)
+    hosts.stop(name, entry.pid)
+    hosts.remove_files(name)
+    lab_dir = paths.lab_dir()
+    host_key = hosts.prepare(plan, config.subnet().prefixlen, _ensure_client_key(lab_dir))
+    known = lab_dir / "known_hosts"
+    lines = [line for line in known.read_text().splitlines() if not line.startswith(plan.address + " ")]
+    known.write_text("\n".join([*lines, f"{plan.address} {host_key}"]) + "\n")
+    entry.pid = hosts.start(plan, base.ensure_base(log))
+    state.save(current)
+    hosts.wait_ssh(plan, entry.pid)
+    log(f"{name} {plan.address} wiped: booted blank from the base image")
+
+
 def standin_repos() -> nvidia_repo.StandinRepos:
     """NVIDIA's repositories as the lab has them: stand-ins carrying the NVML simulator."""
     from sovinfra.lab import nvmlsim

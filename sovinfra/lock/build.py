@@ -238,10 +238,16 @@ def resolve(
                 "units": reads[h].units,
                 "kernel": reads[h].kernel,
                 "gpus": reads[h].gpus,
+                "machine": reads[h].machine,
             }
             for h in sorted(inv.hosts)
         },
     }
+
+
+def site_store(inv: model.Inventory, roles_dir: Path) -> Path:
+    """The control store the roles ship from (site_store)."""
+    return Path(str(defaults.setting(inv, roles_dir, sorted(inv.hosts)[0], "site_store")))
 
 
 def node_paths(inv: model.Inventory, roles_dir: Path) -> tuple[str, str]:

@@ -67,6 +67,8 @@ def judge(lock: dict[str, Any], host: str, state: HostState, cache_dir: str) -> 
     items += _compare(host, "unit", entry["units"], state.units, "modified")
     if entry["kernel"] and state.kernel != entry["kernel"]:
         items.append(Item(host, "version", "kernel running", entry["kernel"], state.kernel or "unknown"))
+    if entry["machine"] and state.machine != entry["machine"]:
+        items.append(Item(host, "modified", "machine", entry["machine"], state.machine or "unknown"))
     if state.gpus != entry["gpus"]:  # another machine, or a GPU swapped: hardware the lock did not see
         items.append(
             Item(host, "modified", "gpus", " ".join(entry["gpus"]) or "none", " ".join(state.gpus) or "none")

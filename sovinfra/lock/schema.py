@@ -14,7 +14,8 @@ in a stable order so that a change reviews as a diff. Pure, except `load` and `w
       models: [repo@commit, ...]
       images: [ref@sha256:..., ...]
   models: {repo@commit: {path: sha256}}
-  hosts: {host: {class, files: {path: sha256}, units: {unit: "active enabled"}, kernel, gpus: [uuid]}}
+  hosts: {host: {class, files: {path: sha256}, units: {unit: "active enabled"}, kernel, gpus: [uuid],
+                 machine: DMI product uuid}}
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MODEL_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*@
 IMAGE_PIN = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 TOP = {"format", "sovinfra", "packages_snapshot", "classes", "models", "hosts"}
 CLASS = {"hosts", "packages", "holds", "nvidia", "venvs", "models", "images"}
-HOST = {"class", "files", "units", "kernel", "gpus"}
+HOST = {"class", "files", "units", "kernel", "gpus", "machine"}
 
 
 class LockError(UserError):
@@ -129,6 +130,7 @@ def validate(doc: Any, where: str) -> dict[str, Any]:
             _string(unit_state, f"{where}: hosts.{host}.units.{unit}", empty=False)
         _string(entry["kernel"], f"{where}: hosts.{host}.kernel")
         _strings(entry["gpus"], f"{where}: hosts.{host}.gpus")
+        _string(entry["machine"], f"{where}: hosts.{host}.machine")
     return doc
 
 

@@ -144,3 +144,29 @@ def test_apply_refuses_what_the_lock_cannot_cover(lab_inventory: str, locked: Pa
     schema.write(copy / schema.FILE_NAME, lock)
     code, out = run("apply", "-i", str(copy), "--check", "--limit", "gpu2")
     assert code == 2 and "packages_snapshot: 20200101T000000Z is no longer in the mirror store" in out, out
+    lock["packages_snapshot"] = schema.load(locked)["packages_snapshot"]
+    lock["hosts"]["gpu1"]["machine"] = "00000000-0000-0000-0000-000000000000"
+    schema.write(copy / schema.FILE_NAME, lock)
+    shutil.copy(Path(lab_inventory) / "hosts.yml", copy / "hosts.yml")
+    code, out = run("rebuild", "gpu1", "-i", str(copy), "--yes")
+    assert code == 2 and "gpu1: not the machine the lock recorded: machine (DMI product uuid)" in out, out
+
+
+def test_dr_drill_a_wiped_gpu_node_is_rebuilt_from_the_lock(lab_inventory: str, locked: Path) -> None:
+    from sovinfra.lab import manager
+
+    egress = manager.egress_packets()
+    manager.wipe("gpu2", log=lambda _m: None)
+    gpu2 = host(lab_inventory, "gpu2")
+    assert not gpu2.file("/opt/sovinfra/venv").exists and not gpu2.file("/var/lib/sovinfra/hf-cache").exists
+    code, out = run("rebuild", "gpu2", "-i", lab_inventory, "--yes", "--json")
+    record = json.loads(out[out.index("{") :]) if "{" in out else {}
+    assert code == 0, out[-5000:]
+    assert [(s["step"], s["exit_code"]) for s in record["steps"]] == [
+        ("converge", 0), ("drift", 0), ("health", 0), ("load", 0)
+    ]  # fmt: skip
+    assert record["ok"] and record["packages_snapshot"] == schema.load(locked)["packages_snapshot"]
+    assert list((Path(lab_inventory) / "rebuilds").glob("gpu2-*.json"))
+    code, out = run("drift", "-i", lab_inventory)  # every host, gpu2 included, matches the lock
+    assert code == 0, out
+    assert manager.egress_packets() == egress == 0  # from the site's mirror alone

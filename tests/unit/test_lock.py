@@ -49,6 +49,7 @@ def lock_doc() -> dict[str, Any]:
                 "units": {"sovinfra-inference-tiny.service": "active enabled"},
                 "kernel": "6.1.0-28-amd64",
                 "gpus": ["GPU-1", "GPU-2"],
+                "machine": "4c4c4544-0000-1010-8000-b2c04f4e3232",
             }
             for h in ("gpu1", "gpu2")
         },
@@ -65,6 +66,7 @@ def matching_state() -> state.HostState:
         driver="570.124.06",
         kernel="6.1.0-28-amd64",
         gpus=["GPU-1", "GPU-2"],
+        machine="4c4c4544-0000-1010-8000-b2c04f4e3232",
         models={SNAPSHOT: []},
     )
 
@@ -236,6 +238,8 @@ def test_host_read_parses_every_section() -> None:
         "570.124.06",
         f"{state.MARK}kernel",
         "6.1.0",
+        f"{state.MARK}machine",
+        "4C4C4544-0000-1010-8000-B2C04F4E3232",
         f"{state.MARK}gpus",
         "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5c1d2e3f-0000-1111-2222-333344445555)",
         f"{state.MARK}modified",
@@ -256,6 +260,7 @@ def test_host_read_parses_every_section() -> None:
     )
     assert (read.driver, read.kernel, read.modified) == ("570.124.06", "6.1.0", ["??5?????? c /etc/x"])
     assert read.gpus == ["GPU-5c1d2e3f-0000-1111-2222-333344445555"]
+    assert read.machine == "4c4c4544-0000-1010-8000-b2c04f4e3232"
     assert read.models == {SNAPSHOT: [], SNAPSHOT + "2": ["/x: missing (expected sha256 1)"]}
 
 
@@ -300,3 +305,18 @@ def test_gate_names_new_kinds_of_host_and_what_the_mirror_lost(tmp_path: Path) -
     commits.mkdir(parents=True)
     (commits / f"{COMMIT}.json").write_text("{}")
     assert gate.problems(lock_doc(), inv, ["gpu1", "gpu2"], store) == []
+
+
+def test_rebuild_refuses_another_machine_but_not_a_blank_one() -> None:
+    from sovinfra.lock import rebuild
+
+    entry = lock_doc()["hosts"]["gpu1"]
+    assert rebuild.identity_problems(entry, matching_state()) == []
+    blank = state.HostState(machine="4c4c4544-0000-1010-8000-b2c04f4e3232")  # no driver yet: no GPUs listed
+    assert rebuild.identity_problems(entry, blank) == []
+    other = matching_state()
+    other.machine, other.gpus = "0000", ["GPU-7"]
+    problems = rebuild.identity_problems(entry, other)
+    assert len(problems) == 2 and "0000" in problems[0] and "GPU-7" in problems[1]
+    assert not rebuild.outcome([]) and rebuild.outcome([{"exit_code": 0}])
+    assert not rebuild.outcome([{"exit_code": 0}, {"exit_code": 1}])

@@ -1,0 +1,117 @@
+"""`sovinfra rebuild HOST`: a re-imaged host back to what the lock says, from the mirror only, proven.
+
+The steps are the commands an operator would run (`apply --limit`, `drift`, `verify health`, `verify
+load`), each as its own process with --json; the outcome is a record beside the inventory. An
+interrupted rebuild is run again: every step converges or reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import click
+
+from sovinfra import atomic, paths
+from sovinfra.errors import UserError
+from sovinfra.fleet.state import read_states
+from sovinfra.inventory import site
+from sovinfra.lock import build, gate, schema
+from sovinfra.lock import rebuild as judge
+
+
+def _step(name: str, args: list[str]) -> dict:
+    """One sovinfra command; its progress goes to the terminal, its --json answer into the record."""
+    click.echo(f"== rebuild: {name}", err=True)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sovinfra", *args, "--json"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        answer = json.loads(done.stdout) if done.stdout.strip() else None
+    except ValueError:
+        answer = {"output": done.stdout[-2000:]}
+    return {"step": name, "exit_code": done.returncode, "seconds": round(time.monotonic() - started, 1),
+            "result": answer}  # fmt: skip
+
+
+@click.command()
+@click.argument("host")
+@click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
+@click.option("--yes", is_flag=True, help="do not ask before converging the host")
+@click.option("--other-machine", is_flag=True, help="rebuild even though the machine or GPUs differ")
+@click.option(
+    "--vault-password-file",
+    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="for vaulted variables such as API keys (the lab has its own)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the record")
+def rebuild(
+    host: str, inventory_path: str | None, yes: bool, other_machine: bool, vault_password_file: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Converge HOST from the lock and the mirror only, then drift, health and load; keep a record."""
+    path = site.resolve(inventory_path)
+    inv, _ = site.load_checked(path)
+    if host not in inv.hosts:
+        raise UserError(f"{inv.hosts_file}: no host {host!r}")
+    lock_path = schema.path_for(inv.hosts_file.parent)
+    lock = schema.load(lock_path)
+    entry = lock["hosts"].get(host)
+    if entry is None:
+        raise UserError(f"{lock_path}: hosts.{host}: no entry; a host is rebuilt to what the lock recorded")
+    roles_dir = paths.project_root() / "roles"
+    store = build.site_store(inv, roles_dir)
+    problems = gate.problems(lock, inv, [host], store)
+    if problems:
+        raise UserError(f"{lock_path}: " + "; ".join(problems))
+    venv, cache = build.node_paths(inv, roles_dir)
+    read = read_states(inv, [host], venv, cache, verify=[], rehash=False)[host]
+    if not read.reachable:
+        raise UserError(f"{host}: cannot rebuild: {read.error} (a re-imaged host has a new ssh host key: "
+                        "verify it out of band and enroll it in known_hosts first)")  # fmt: skip
+    differs = judge.identity_problems(entry, read.value)
+    if differs and not other_machine:
+        raise UserError(f"{host}: not the machine the lock recorded: {'; '.join(differs)} "
+                        "(--other-machine after replacing hardware on purpose)")  # fmt: skip
+    if not yes:
+        click.confirm(
+            f"Converge {host} from {lock_path.name} (snapshot {lock['packages_snapshot']})?", abort=True
+        )
+    common = ["-i", str(path)]
+    vault = site.vault_password_file(vault_password_file, path)
+    secrets = ["--vault-password-file", vault] if vault else []
+    started = datetime.now(UTC)
+    steps = [_step("converge", ["apply", "site", *common, "--limit", host, *secrets])]
+    if steps[-1]["exit_code"] == 0:
+        steps.append(_step("drift", ["drift", *common, "--limit", host]))
+        if host in inv.hosts_in("gpu_nodes"):
+            steps.append(_step("health", ["verify", "health", *common, "--limit", host]))
+        if host in inv.hosts_in("inference"):
+            steps.append(_step("load", ["verify", "load", *common, "--limit", host, *secrets]))
+    record = {
+        "host": host,
+        "lock": str(lock_path),
+        "packages_snapshot": lock["packages_snapshot"],
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "identity": {"machine": read.value.machine, "gpus_before": read.value.gpus, "differs": differs},
+        "steps": steps,
+        "ok": judge.outcome(steps),
+    }
+    out = inv.hosts_file.parent / "rebuilds" / f"{host}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    atomic.write_text(out, json.dumps(record, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        for s in steps:
+            click.echo(
+                f"{s['step']:<10} {'ok' if s['exit_code'] == 0 else 'FAILED':<7} {s['seconds']:>7.1f} s"
+            )
+        click.echo(f"{host}: {'rebuilt' if record['ok'] else 'NOT rebuilt'}; record: {out}")
+    if not record["ok"]:
+        raise SystemExit(1)
