@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,9 @@ def remove(inventory_dir: Path) -> None:
     written = (
         "hosts.yml",
         "group_vars/all.yml",
-        "group_vars/inference.yml",
-    )  # the last: `sovinfra lab model`
+        "group_vars/inference.yml",  # `sovinfra lab model`
+        "sovinfra.lock",  # `sovinfra lock` of this lab's site: gone with it
+    )
     for path in (inventory_dir / name for name in written):
         path.unlink(missing_ok=True)
+    shutil.rmtree(inventory_dir / "rebuilds", ignore_errors=True)  # `sovinfra rebuild` records
