@@ -32,6 +32,8 @@ MANAGED_FILES = (
 )
 # Written from the lock itself (its package pins): the packages are judged, not this file.
 LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
+# Unit file states whose active state is steady; a static unit (a timer's oneshot) comes and goes.
+STEADY = {"enabled", "disabled", "masked"}
 UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service")
 
 
@@ -98,7 +100,7 @@ def parse(lines: list[str]) -> HostState:
             state.venvs.setdefault(words[0], {})[name.lower().replace("_", "-")] = version
         elif section == "files" and len(words) == 2 and words[1] != LOCK_PINS:
             state.files[words[1]] = words[0]
-        elif section == "units" and len(words) >= 3:
+        elif section == "units" and len(words) >= 3 and words[2] in STEADY:
             state.units[words[0]] = f"{words[1]} {words[2]}"
         elif section == "driver":
             state.driver = words[0]

@@ -234,6 +234,7 @@ def test_host_read_parses_every_section() -> None:
         f"{SHA}  /etc/pip.conf",
         f"{state.MARK}units",
         "sovinfra-inference-tiny.service active enabled",
+        "sovinfra-health.service activating static",
         f"{state.MARK}driver",
         "570.124.06",
         f"{state.MARK}kernel",
