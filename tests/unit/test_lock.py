@@ -255,10 +255,8 @@ def test_host_read_parses_every_section() -> None:
     assert read.holds == ["nvidia-driver"] and read.venvs == {
         "/opt/sovinfra/venv": {"llama-cpp-python": "0.3.16"}
     }
-    assert (
-        read.files == {"/etc/pip.conf": SHA}
-        and read.units["sovinfra-inference-tiny.service"] == "active enabled"
-    )
+    assert read.files == {"/etc/pip.conf": SHA}
+    assert read.units == {"sovinfra-inference-tiny.service": "active enabled"}  # not a timer's oneshot
     assert (read.driver, read.kernel, read.modified) == ("570.124.06", "6.1.0", ["??5?????? c /etc/x"])
     assert read.gpus == ["GPU-5c1d2e3f-0000-1111-2222-333344445555"]
     assert read.machine == "4c4c4544-0000-1010-8000-b2c04f4e3232"
