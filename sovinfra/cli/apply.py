@@ -10,6 +10,7 @@ import click
 
 from sovinfra import paths
 from sovinfra.ansible import runner
+from sovinfra.cli.options import vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 
@@ -86,12 +87,7 @@ def _print_recap(result: runner.RunResult) -> None:
     multiple=True,
     help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
 )
-@click.option(
-    "--vault-password-file",
-    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
-    type=click.Path(dir_okay=False, exists=True),
-    help="for vaulted variables such as API keys (or ANSIBLE_VAULT_PASSWORD_FILE; the lab has its own)",
-)
+@vault_password_option
 @click.option(
     "--no-lock", is_flag=True, help="ignore the inventory's sovinfra.lock (to add a new kind of host)"
 )

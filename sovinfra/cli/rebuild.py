@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import click
 
 from sovinfra import atomic, paths
+from sovinfra.cli.options import vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.fleet.state import read_states
 from sovinfra.inventory import site
@@ -43,12 +44,7 @@ def _step(name: str, args: list[str]) -> dict:
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @click.option("--yes", is_flag=True, help="do not ask before converging the host")
 @click.option("--other-machine", is_flag=True, help="rebuild even though the machine or GPUs differ")
-@click.option(
-    "--vault-password-file",
-    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
-    type=click.Path(dir_okay=False, exists=True),
-    help="for vaulted variables such as API keys (the lab has its own)",
-)
+@vault_password_option
 @click.option("--json", "as_json", is_flag=True, help="print the record")
 def rebuild(
     host: str, inventory_path: str | None, yes: bool, other_machine: bool, vault_password_file: str | None,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sovinfra.cli.options import vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 from sovinfra.inventory.model import select_hosts
@@ -69,12 +70,7 @@ def _vault(password_file: str | None) -> object | None:
 @verify.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @click.option("--limit", help="comma-separated hosts or groups of the inference group")
-@click.option(
-    "--vault-password-file",
-    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
-    type=click.Path(dir_okay=False, exists=True),
-    help="to decrypt vaulted API keys (or ANSIBLE_VAULT_PASSWORD_FILE)",
-)
+@vault_password_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def load(
     inventory_path: str | None, limit: str | None, vault_password_file: str | None, as_json: bool

@@ -1,0 +1,19 @@
+"""Options several verbs share, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def vault_password_option(fn: F) -> F:
+    return click.option(
+        "--vault-password-file",
+        envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+        type=click.Path(dir_okay=False, exists=True),
+        help="for vaulted variables such as API keys (or ANSIBLE_VAULT_PASSWORD_FILE; the lab has its own)",
+    )(fn)
