@@ -69,7 +69,9 @@ def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], reha
         " | head -n 1",
         f"echo '{MARK}kernel'; uname -r",
         f"echo '{MARK}gpus'; nvidia-smi -L 2>/dev/null",
-        f"echo '{MARK}machine'; cat /sys/class/dmi/id/product_uuid 2>/dev/null",
+        # The board's DMI uuid; a container's board is its manager's uuid for it (PID 1's container_uuid).
+        f"echo '{MARK}machine'; cat /sys/class/dmi/id/product_uuid 2>/dev/null || "
+        "tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^container_uuid=//p'",
         f"echo '{MARK}modified'; dpkg --verify {' '.join(q(p) for p in verify)} 2>/dev/null"
         if verify
         else "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import uuid
 from dataclasses import dataclass
 
 BRIDGE = "svlab0"
@@ -57,3 +58,8 @@ def plan_hosts(nodes: int) -> list[HostPlan]:
         for i in range(1, nodes + 1)
     ]
     return hosts
+
+
+def board_uuid(name: str) -> str:
+    """What a lab host reads as its board's uuid: fixed by its name, like a server's DMI product uuid."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sovinfra-lab:{name}"))

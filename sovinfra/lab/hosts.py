@@ -54,6 +54,8 @@ def start(plan: HostPlan, base: Path) -> int:
         f"--overlay={base}:{upper}:/",
         "--boot",
         f"--machine={plan.machine}",
+        # The host's board identity (its container_uuid): stable for its name, kept by `lab wipe`.
+        f"--uuid={config.board_uuid(plan.name)}",
         f"--network-bridge={config.BRIDGE}",
         # No system bus on a host without systemd: nspawn must neither register nor make a scope.
         "--register=no",
