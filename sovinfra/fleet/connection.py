@@ -48,6 +48,11 @@ def read_all(
     from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.facts import get_facts
 
+    # pyinfra remembers known_hosts per process: a host enrolled since (re-imaged, rebuilt) must be met
+    # with its new key, so the file is read afresh for every read.
+    from pyinfra.connectors.sshuserclient import client as ssh_client
+
+    getattr(ssh_client.get_host_keys, "cache", {}).clear()
     names = [(h, ssh_data(host_vars(inv, h), h)) for h in hosts]
     state = State(
         PyinfraInventory((names, {})),
