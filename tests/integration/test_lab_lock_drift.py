@@ -114,6 +114,19 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
         model = next(i for i in doc["items"] if i["host"] == "gpu1")
         assert "does not match the verified" in model["found"]  # the flipped byte, found by re-hashing
         assert doc["seconds"] > 0 and doc["hosts"] == 3
+        # Check mode sees what the roles would put back, and only that, and changes nothing; it cannot see
+        # the flipped model byte (the pull is a command it skips): drift can.
+        code, out = run("apply", "-i", lab_inventory, "--check", "--json")
+        assert code == 0, out
+        planned = {(c["host"], c["task"].split(" : ")[-1]) for c in json.loads(out)["changes"]}
+        assert planned == {
+            ("gpu2", "Hold nvidia-open, nvidia-driver, nvidia-kernel-open-dkms, libnvidia-ml1, nvidia-smi, "
+                     "nvidia-persistenced"),
+            ("gpu2", "Point pip at the site wheelhouse, and only there"),
+            ("gpu2", "Start each service, restarting those that changed"),
+        }, planned  # fmt: skip
+        code, again = run("drift", "-i", lab_inventory, "--json")
+        assert {(i["host"], i["kind"], i["what"]) for i in json.loads(again)["items"]} == found
     finally:
         gpu2.check_output("sed -i '/^# edited$/d' /etc/default/ssh")
     code, out = run("apply", "-i", lab_inventory, "--json")
