@@ -27,6 +27,12 @@ def prepare(plan: HostPlan, prefixlen: int, authorized_key: str) -> str:
     if not key.exists():
         (etc / "ssh").mkdir(parents=True, exist_ok=True)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", plan.name, "-f", str(key)])
+    # Each host its own machine-id: the board uuid, which nspawn also hands PID 1 as container_uuid on
+    # every boot (it prefers the container's machine-id to --uuid), so the board reads the same after a
+    # restart or a wipe; without it every host shares the base image's id.
+    machine_id = etc / "machine-id"
+    if not machine_id.exists():
+        machine_id.write_text(config.board_uuid(plan.name).replace("-", "") + "\n")
     (etc / "hostname").write_text(plan.name + "\n")
     # Without the 127.0.1.1 line, fact gathering stalls 10+ s on DNS.
     (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {plan.name}\n")
