@@ -84,9 +84,10 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
     code, out = run("drift", "-i", lab_inventory)
     assert code == 0 and "0 drifted item(s) on 3 host(s)" in out, out
     gpu1, gpu2 = host(lab_inventory, "gpu1"), host(lab_inventory, "gpu2")
-    blob = gpu1.check_output(
-        "readlink -f /var/lib/sovinfra/hf-cache/models--*/snapshots/*/*.gguf | head -n 1"
-    )
+    [pin] = schema.load(locked)["classes"][GPU]["models"]
+    repo, commit = pin.split("@")
+    cache = f"/var/lib/sovinfra/hf-cache/models--{repo.replace('/', '--')}/snapshots/{commit}"
+    blob = gpu1.check_output("readlink -f %s/*.gguf", cache)  # the pinned commit: earlier tests cache others
     gpu1.check_output("printf 'X' | dd of=%s bs=1 seek=4096 conv=notrunc status=none", blob)
     gpu2.check_output("apt-mark unhold nvidia-smi")
     gpu2.check_output("echo '# edited' >> /etc/pip.conf")
@@ -104,7 +105,7 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
         doc = json.loads(out)
         found = {(i["host"], i["kind"], i["what"]) for i in doc["items"]}
         assert found == {
-            ("gpu1", "modified", f"model {schema.load(locked)['classes'][GPU]['models'][0]}"),
+            ("gpu1", "modified", f"model {pin}"),
             ("gpu2", "modified", "hold nvidia-smi"),
             ("gpu2", "modified", "file /etc/pip.conf"),
             ("gpu2", "modified", "unit sovinfra-inference-tiny.service"),
