@@ -9,9 +9,10 @@ import click
 
 from sovinfra import paths
 from sovinfra.errors import UserError
+from sovinfra.lab import config
 
 # Where lab GPU nodes read their profile (the health_agent role points SOVINFRA_NVML_PROFILE here).
-NODE_PROFILE = "/etc/sovinfra/nvml-profile.yml"
+NODE_PROFILE = config.GPU_PROFILE
 
 
 @click.group()

@@ -26,7 +26,7 @@ MANAGED_FILES = (
     "/etc/pip.conf",
     "/etc/default/sovinfra-*",
     "/etc/cdi/nvidia.yaml",
-    "/etc/containerd/config.toml",
+    "/etc/containerd/conf.d/*.toml",  # config.toml itself is the operator's once it exists
     "/etc/nvidia-container-runtime/config.toml",
     "/etc/systemd/timesyncd.conf.d/*sovinfra*",
 )

@@ -63,3 +63,7 @@ def plan_hosts(nodes: int) -> list[HostPlan]:
 def board_uuid(name: str) -> str:
     """What a lab host reads as its board's uuid: fixed by its name, like a server's DMI product uuid."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sovinfra-lab:{name}"))
+
+
+# Where a lab GPU node's simulated GPUs are described (health_agent installs it; `lab gpu` swaps it).
+GPU_PROFILE = "/etc/sovinfra/nvml-profile.yml"

@@ -93,10 +93,16 @@ def wipe(name: str, log: Log = print) -> None:
     if entry is None:
         raise UserError(f"no lab host {name!r} (have: {', '.join(sorted(current.hosts)) or 'none'})")
     plan = next(p for p in config.plan_hosts(config.MAX_NODES) if p.name == name)
+    # The simulated GPUs are the host's hardware, not its disk: they stay what they were.
+    gpus = hosts.host_dir(name) / "upper" / config.GPU_PROFILE.lstrip("/")
+    profile = gpus.read_bytes() if gpus.is_file() else None
     hosts.stop(name, entry.pid)
     hosts.remove_files(name)
     lab_dir = paths.lab_dir()
     host_key = hosts.prepare(plan, config.subnet().prefixlen, _ensure_client_key(lab_dir))
+    if profile is not None:
+        gpus.parent.mkdir(parents=True, exist_ok=True)
+        gpus.write_bytes(profile)
     known = lab_dir / "known_hosts"
     lines = [line for line in known.read_text().splitlines() if not line.startswith(plan.address + " ")]
     known.write_text("\n".join([*lines, f"{plan.address} {host_key}"]) + "\n")
