@@ -26,10 +26,13 @@ MANAGED_FILES = (
     "/etc/pip.conf",
     "/etc/default/sovinfra-*",
     "/etc/cdi/nvidia.yaml",
-    "/etc/containerd/conf.d/*.toml",  # config.toml itself is the operator's once it exists
+    "/etc/containerd/conf.d/*.toml",
     "/etc/nvidia-container-runtime/config.toml",
     "/etc/systemd/timesyncd.conf.d/*sovinfra*",
 )
+# Written by a role only when absent, the operator's from then on (a conffile dpkg sees as modified):
+# neither hashed nor verified.
+OPERATOR_FILES = frozenset({"/etc/containerd/config.toml"})
 # Written from the lock itself (its package pins): the packages are judged, not this file.
 LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
 # Unit file states whose active state is steady; a static unit (a timer's oneshot) comes and goes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sovinfra.fleet.state import HostState
+from sovinfra.fleet.state import OPERATOR_FILES, HostState
 from sovinfra.inference.plan import snapshot_dir
 
 KINDS = ("missing", "extra", "version", "modified")
@@ -76,7 +76,8 @@ def judge(lock: dict[str, Any], host: str, state: HostState, cache_dir: str) -> 
     driver = cls["nvidia"].get("driver", {}).get("resolved", "")
     if driver and not driver.startswith(state.driver or "\0"):
         items.append(Item(host, "version", "driver loaded", driver, state.driver or "none"))
-    managed = set(entry["files"])  # the roles rewrite these on purpose: their content is judged above
+    # The roles rewrite these on purpose (their content is judged above), or hand them to the operator.
+    managed = set(entry["files"]) | OPERATOR_FILES
     for line in state.modified:
         path = verify_line_path(line)
         if path and path not in managed:

@@ -190,7 +190,11 @@ def test_each_kind_of_drift_is_named() -> None:
     found.holds = []
     found.files["/etc/pip.conf"] = "f" * 64
     found.units["sovinfra-inference-tiny.service"] = "inactive enabled"
-    found.modified = ["??5?????? c /etc/ssh/sshd_config", "??5??????   /etc/pip.conf"]
+    found.modified = [
+        "??5?????? c /etc/ssh/sshd_config",
+        "??5??????   /etc/pip.conf",
+        "??5?????? c /etc/containerd/config.toml",  # the operator's: not drift
+    ]
     found.models[SNAPSHOT] = ["/x/tiny.gguf: sha256 0 does not match the verified 1"]
     found.venvs["/opt/sovinfra/venv"]["click"] = "8.2.0"
     found.driver = "565.57.01"
