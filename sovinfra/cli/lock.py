@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from sovinfra import paths
-from sovinfra.cli.mirror import store_option
 from sovinfra.errors import UserError
 from sovinfra.fleet.state import read_states
 from sovinfra.inventory import site
@@ -19,13 +17,13 @@ from sovinfra.lock import build, schema
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @click.option("--check", is_flag=True, help="exit 1 when the lock no longer matches the inventory and mirror")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@store_option
-def lock(inventory_path: str | None, check: bool, as_json: bool, store_path: Path) -> None:
+def lock(inventory_path: str | None, check: bool, as_json: bool) -> None:
     """Write <inventory>/sovinfra.lock: snapshot, packages, NVIDIA versions, wheels, models, files, units."""
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
     roles_dir = paths.project_root() / "roles"
     lock_path = schema.path_for(inv.hosts_file.parent)
+    store_path = build.site_store(inv, roles_dir)  # the store the roles ship from: one source
     if check:  # the inventory and mirror only: no host is read
         written = schema.load(lock_path)
         now = build.intent(inv, roles_dir, store_path)
