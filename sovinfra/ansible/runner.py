@@ -12,6 +12,8 @@ from typing import Any
 
 from sovinfra import paths
 from sovinfra.ansible import events
+from sovinfra.ansible import strategy as strategies
+from sovinfra.ansible.strategy import Strategy
 from sovinfra.errors import UserError
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
@@ -58,9 +60,13 @@ def command(run: PlaybookRun) -> list[str]:
     return cmd + run.extra_args
 
 
-def environment(host_count: int, overrides: dict[str, str] | None = None) -> dict[str, str]:
+def environment(
+    host_count: int, overrides: dict[str, str] | None = None, strategy: Strategy | None = None
+) -> dict[str, str]:
     root = paths.project_root()
     env = dict(os.environ)
+    for stale in ("ANSIBLE_STRATEGY", "ANSIBLE_STRATEGY_PLUGINS"):
+        env.pop(stale, None)  # the run's strategy is chosen below, not inherited
     env.update(
         {
             "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
@@ -72,7 +78,13 @@ def environment(host_count: int, overrides: dict[str, str] | None = None) -> dic
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if strategy is not None:
+        env["ANSIBLE_STRATEGY"] = strategy.name
+        if strategy.plugin_dir is not None:
+            env["ANSIBLE_STRATEGY_PLUGINS"] = str(strategy.plugin_dir)
     env.update(overrides or {})
+    # Whatever the caller's shell says: unknown or changed host keys are refused (ansible.cfg's rule).
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "True"
     return env
 
 
@@ -81,13 +93,15 @@ def run_playbook(
     host_count: int,
     on_event: Callable[[dict[str, Any]], None] = lambda _e: None,
     env_overrides: dict[str, str] | None = None,
+    strategy: Strategy | None = None,
 ) -> RunResult:
+    """Run a playbook; `strategy` None means the project's default (Mitogen where supported)."""
     recap = events.Recap()
     try:
         proc = subprocess.Popen(
             command(run),
             cwd=paths.project_root(),
-            env=environment(host_count, env_overrides),
+            env=environment(host_count, env_overrides, strategy or strategies.for_run()),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

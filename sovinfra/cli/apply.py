@@ -10,6 +10,7 @@ import click
 
 from sovinfra import paths
 from sovinfra.ansible import runner
+from sovinfra.ansible import strategy as strategies
 from sovinfra.cli.options import vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
@@ -91,6 +92,14 @@ def _print_recap(result: runner.RunResult) -> None:
 @click.option(
     "--no-lock", is_flag=True, help="ignore the inventory's sovinfra.lock (to add a new kind of host)"
 )
+@click.option(
+    "--strategy",
+    "strategy_name",
+    type=click.Choice(strategies.CHOICES),
+    default=strategies.DEFAULT,
+    show_default=True,
+    help="mitogen: one Python per host for the whole run; linear: Ansible's own, one per task",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,
@@ -103,6 +112,7 @@ def apply(
     extra_vars: tuple[str, ...],
     vault_password_file: str | None,
     no_lock: bool,
+    strategy_name: str,
     as_json: bool,
 ) -> None:
     """Run PLAYBOOK (default: site) against the inventory."""
@@ -122,10 +132,21 @@ def apply(
     vault = site.vault_password_file(vault_password_file, path)
     if vault:
         run.extra_args += ["--vault-password-file", vault]
-    result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json))
+    strategy = strategies.for_run(strategy_name)
+    if strategy.notice:
+        click.echo(f"notice: running Ansible's linear strategy: {strategy.notice}", err=True)
+    result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json), strategy=strategy)
     if as_json:
         click.echo(
-            json.dumps({"playbook": str(run.playbook), "ok": result.ok, **result.recap.as_dict()}, indent=2)
+            json.dumps(
+                {
+                    "playbook": str(run.playbook),
+                    "strategy": strategy.name,
+                    "ok": result.ok,
+                    **result.recap.as_dict(),
+                },
+                indent=2,
+            )
         )
     else:
         _print_recap(result)
