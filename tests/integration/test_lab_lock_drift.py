@@ -123,8 +123,8 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
         # The lock was written after the last converge: its pins are pending on every host.
         pins = {(h, "Pin the locked package versions") for h in ("gpu1", "gpu2", "mirror1")}
         assert planned == pins | {
-            ("gpu2", "Hold nvidia-open, nvidia-driver, nvidia-kernel-open-dkms, libnvidia-ml1, nvidia-smi, "
-                     "nvidia-persistenced"),
+            ("gpu2", "Apt mark hold nvidia-open, nvidia-driver, nvidia-kernel-open-dkms, libnvidia-ml1, "
+                     "nvidia-smi, nvidia-persistenced"),
             ("gpu2", "Point pip at the site wheelhouse, and only there"),
             ("gpu2", "Start each service, restarting those that changed"),
         }, planned  # fmt: skip
