@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ class PlaybookRun:
     check: bool = False
     diff: bool = False
     extra_args: list[str] = field(default_factory=list)
+    # Passed through a file readable only by this user, never argv (a value may be a secret; `ps` shows argv).
+    extra_vars: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,8 +51,10 @@ def forks_for(host_count: int) -> int:
     return max(5, min(host_count, MAX_FORKS))
 
 
-def command(run: PlaybookRun) -> list[str]:
+def command(run: PlaybookRun, extra_vars_file: Path | None = None) -> list[str]:
     cmd = ["ansible-playbook", "-i", str(run.inventory), str(run.playbook)]
+    if extra_vars_file is not None:
+        cmd += ["--extra-vars", f"@{extra_vars_file}"]
     if run.limit:
         cmd += ["--limit", run.limit]
     if run.tags:
@@ -96,10 +102,27 @@ def run_playbook(
     strategy: Strategy | None = None,
 ) -> RunResult:
     """Run a playbook; `strategy` None means the project's default (Mitogen where supported)."""
+    with tempfile.TemporaryDirectory(prefix="sovinfra-run-") as private:  # mode 0700, removed after the run
+        vars_file = None
+        if run.extra_vars:
+            vars_file = Path(private) / "extra-vars.json"
+            fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(run.extra_vars, out)
+        return _run(command(run, vars_file), host_count, on_event, env_overrides, strategy)
+
+
+def _run(
+    cmd: list[str],
+    host_count: int,
+    on_event: Callable[[dict[str, Any]], None],
+    env_overrides: dict[str, str] | None,
+    strategy: Strategy | None,
+) -> RunResult:
     recap = events.Recap()
     try:
         proc = subprocess.Popen(
-            command(run),
+            cmd,
             cwd=paths.project_root(),
             env=environment(host_count, env_overrides, strategy or strategies.for_run()),
             stdin=subprocess.DEVNULL,

@@ -124,9 +124,7 @@ def apply(
         extra["site_lock_file"] = ""
     else:
         _check_lock(inv, limit)
-    run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff)
-    if extra:
-        run.extra_args += ["--extra-vars", json.dumps(extra)]
+    run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff, extra_vars=extra)
     if skip_tags:
         run.extra_args += ["--skip-tags", skip_tags]
     vault = site.vault_password_file(vault_password_file, path)
