@@ -12,6 +12,7 @@ import pytest
 from sovinfra import paths
 from sovinfra.lab import manager
 from sovinfra.lab.state import LabState
+from tests.conftest import missing
 
 NODES = 2
 
@@ -25,14 +26,28 @@ def _lab_possible() -> str | None:
     return None
 
 
+_BROUGHT_UP: list[bool] = []
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabState]:
+    """The session's lab; torn down at the end only if this session brought it up (never someone else's)."""
     reason = _lab_possible()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
+    _BROUGHT_UP.append(not manager.is_up())
     state = manager.up(NODES, air_gapped=True, log=lambda _m: None)
     yield state
-    manager.down(log=lambda _m: None)
+    if _BROUGHT_UP[0]:
+        manager.down(log=lambda _m: None)
+
+
+@pytest.fixture
+def own_lab(lab: LabState) -> LabState:
+    """For tests that take the lab down: only a lab this session brought up."""
+    if not _BROUGHT_UP[0]:
+        missing("the lab was up before this session: its owner takes it down")
+    return lab
 
 
 @pytest.fixture(scope="session")

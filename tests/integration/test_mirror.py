@@ -19,11 +19,17 @@ from sovinfra.cli import cli
 from sovinfra.errors import UserError
 from sovinfra.mirror import importer, names, publish, serve
 from sovinfra.mirror.store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, missing
 from tests.flaky_proxy import FlakyProxy
 from tests.tiny_model import make_tiny_model
 
-pytestmark = pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (scripts/setup)")
+
+@pytest.fixture(autouse=True)
+def _nginx() -> None:
+    if not shutil.which("nginx"):
+        missing("nginx is not installed (scripts/setup)")
+
+
 REPO = "sovinfra/tiny"
 
 

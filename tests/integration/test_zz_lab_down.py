@@ -20,17 +20,17 @@ def sh(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True).stdout
 
 
-def test_no_packet_left_the_lab_and_the_counter_counts(lab: LabState) -> None:
+def test_no_packet_left_the_lab_and_the_counter_counts(own_lab: LabState) -> None:
     """After the whole suite (a site converged, verified and changed, from the mirror alone): 0 packets
     out. Then one probe to this machine's own non-lab address proves the counter is not blind."""
     status = json.loads(CliRunner().invoke(cli, ["lab", "status", "--json"]).output)
     assert status["egress_packets"] == 0
-    gpu1 = lab.hosts["gpu1"]
+    gpu1 = own_lab.hosts["gpu1"]
     outside = next(
         a.split("/")[0]
         for line in sh("ip", "-o", "-4", "addr").splitlines()
         for a in line.split()[3:4]
-        if not a.startswith(("127.", lab.gateway))
+        if not a.startswith(("127.", own_lab.gateway))
     )
     ssh = [
         "ssh",
@@ -39,7 +39,7 @@ def test_no_packet_left_the_lab_and_the_counter_counts(lab: LabState) -> None:
         "-o",
         f"UserKnownHostsFile={paths.lab_dir()}/known_hosts",
     ]
-    route = f"ip route add {outside}/32 via {lab.gateway}"
+    route = f"ip route add {outside}/32 via {own_lab.gateway}"
     send = f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{outside}', 9))"
     probe = f'python3 -c "import socket; {send}"'
     subprocess.run(
@@ -49,7 +49,7 @@ def test_no_packet_left_the_lab_and_the_counter_counts(lab: LabState) -> None:
     assert status["egress_packets"] == 1
 
 
-def test_down_leaves_nothing_behind(lab: LabState) -> None:
+def test_down_leaves_nothing_behind(own_lab: LabState) -> None:
     result = CliRunner().invoke(cli, ["lab", "down"])
     assert result.exit_code == 0, result.output
     assert "nothing left behind" in result.output

@@ -14,7 +14,7 @@ def test_extra_vars_travel_in_a_private_file_not_argv(tmp_path: Path) -> None:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n"
+        '      ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
     )
     run = runner.PlaybookRun(
         ROOT / "tests" / "fixtures" / "playbooks" / "secret_argv.yml",
