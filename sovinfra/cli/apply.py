@@ -11,7 +11,7 @@ import click
 from sovinfra import paths
 from sovinfra.ansible import runner
 from sovinfra.ansible import strategy as strategies
-from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.options import limit_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 
@@ -77,7 +77,7 @@ def _print_recap(result: runner.RunResult) -> None:
 @click.command()
 @click.argument("playbook", default="site")
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="only these hosts/groups (Ansible pattern)")
+@limit_option
 @click.option("--tags", help="only these tags (e.g. base,preflight)")
 @click.option("--skip-tags", help="all but these tags (e.g. gpu_nodes)")
 @click.option("--check", is_flag=True, help="report what would change, change nothing")

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 
 from sovinfra import audit as judge
+from sovinfra.cli.options import limit_option
 from sovinfra.fleet.connection import read_all
 from sovinfra.fleet.sources import HostSources
 from sovinfra.inventory import model, site
@@ -15,7 +16,7 @@ from sovinfra.inventory import model, site
 
 @click.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="comma-separated hosts or groups")
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def audit(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     """List every source hosts fetch from; flag what is outside the site, unsigned or mutable (exit 1)."""

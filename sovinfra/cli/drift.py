@@ -9,6 +9,7 @@ from dataclasses import asdict
 import click
 
 from sovinfra import paths
+from sovinfra.cli.options import limit_option
 from sovinfra.fleet.state import read_states
 from sovinfra.inventory import model, site
 from sovinfra.lock import build, schema
@@ -18,7 +19,7 @@ from sovinfra.mirror import apt_plan
 
 @click.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="comma-separated hosts or groups")
+@limit_option
 @click.option("--quick", is_flag=True, help="models: only files written since verified are re-hashed")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def drift(inventory_path: str | None, limit: str | None, quick: bool, as_json: bool) -> None:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from sovinfra.cli.options import limit_option
 from sovinfra.fleet.connection import read_all
 from sovinfra.fleet.facts import NodeFacts
 from sovinfra.inventory import site
@@ -14,7 +15,7 @@ from sovinfra.inventory.model import select_hosts
 
 @click.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="comma-separated hosts or groups")
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def facts(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     """OS, kernel, CPU, memory, disks, NVIDIA PCI devices and Secure Boot of every host."""

@@ -71,16 +71,28 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option(
     "--warmup", default=0, show_default=True, type=click.IntRange(0), help="requests excluded from results"
 )
-@click.option("--input-tokens", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--output-tokens", default=64, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--input-tokens",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="prompt length (about one token a word)",
+)
+@click.option(
+    "--output-tokens",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="max_tokens asked per request",
+)
 @click.option("--dataset", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="JSONL prompts")
 @click.option("--completions", is_flag=True, help="use /v1/completions instead of /v1/chat/completions")
 @click.option(
     "--api-key", envvar="SOVINFRA_LOADTEST_API_KEY", help="bearer token (or SOVINFRA_LOADTEST_API_KEY)"
 )
-@click.option("--slo-ttft-ms", type=float)
-@click.option("--slo-tpot-ms", type=float)
-@click.option("--slo-e2e-ms", type=float)
+@click.option("--slo-ttft-ms", type=float, help="time to first token each request must meet (ms)")
+@click.option("--slo-tpot-ms", type=float, help="time per output token after the first (ms)")
+@click.option("--slo-e2e-ms", type=float, help="end-to-end request latency (ms)")
 @click.option(
     "--min-goodput",
     default=1.0,
@@ -98,9 +110,23 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option(
     "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="sweep results as CSV"
 )
-@click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--max-regression-pct", default=10.0, show_default=True, type=float)
+@click.option(
+    "--save-baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write this run's figures as a baseline",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="compare with a saved baseline; exit 1 on a regression",
+)
+@click.option(
+    "--max-regression-pct",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="how much worse than the baseline a figure may be (%)",
+)
 @click.option(
     "--max-error-rate",
     default=0.0,

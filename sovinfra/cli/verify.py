@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.options import limit_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 from sovinfra.inventory.model import select_hosts
@@ -24,7 +24,7 @@ def verify() -> None:
 
 @verify.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="comma-separated GPU nodes")
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     """Run the health agent on every GPU node in parallel; non-zero if any node fails or is unreachable."""
@@ -69,7 +69,7 @@ def _vault(password_file: str | None) -> object | None:
 
 @verify.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
-@click.option("--limit", help="comma-separated hosts or groups of the inference group")
+@limit_option
 @vault_password_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def load(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,19 +217,50 @@ def var_file(inv: Inventory, host: str, key: str) -> Path:
     return setting[-1] if setting else inv.hosts_file
 
 
+def _pattern_hosts(inv: Inventory, term: str) -> set[str]:
+    """One term of an Ansible host pattern: a host or group name, `all`, a wildcard, or `~regex`."""
+    groups = set(inv.groups) | set(inv.children)
+    if term in ("all", "*"):
+        return set(inv.hosts)
+    if term in groups:
+        return inv.hosts_in(term)
+    if term in inv.hosts:
+        return {term}
+    if term.startswith("~"):
+        try:
+            regex = re.compile(term[1:])
+        except re.error as exc:
+            raise UserError(f"--limit: {term!r} is not a regular expression ({exc})") from exc
+        names = [n for n in (*inv.hosts, *groups) if regex.match(n)]
+    else:
+        names = fnmatch.filter([*inv.hosts, *groups], term) if any(c in term for c in "*?[") else []
+    found: set[str] = set()
+    for name in names:
+        found |= inv.hosts_in(name) if name in groups else {name}
+    if not found:
+        raise UserError(f"--limit: {term!r} matches no host or group of {inv.hosts_file}")
+    return found
+
+
 def select_hosts(inv: Inventory, limit: str | None, within: str = "all") -> list[str]:
-    """Hosts of group `within`, narrowed by a comma-separated --limit of hosts and groups."""
+    """Hosts of group `within`, narrowed by --limit, an Ansible host pattern as `apply` passes it on:
+    terms split by `,` or `:`; `!term` excludes, `&term` intersects (after every plain term), as Ansible
+    orders them; names, `all`, wildcards (`gpu*`) and `~regex`."""
     hosts = inv.hosts_in(within)
     if not limit:
         return sorted(hosts)
+    terms = [t.strip() for t in re.split(r"[,:]", limit) if t.strip()]
+    plain = [t for t in terms if not t.startswith(("!", "&"))]
     chosen: set[str] = set()
-    for name in (w.strip() for w in limit.split(",") if w.strip()):
-        if name in inv.groups:
-            chosen |= inv.hosts_in(name)
-        elif name in inv.hosts:
-            chosen.add(name)
-        else:
-            raise UserError(f"--limit: {name!r} is neither a host nor a group of {inv.hosts_file}")
+    for term in plain:
+        chosen |= _pattern_hosts(inv, term)
+    if not plain:  # only `!`/`&` terms: Ansible starts from nothing too, so say so
+        raise UserError(f"--limit: {limit!r} names no hosts to start from (add a host, group or all)")
+    for term in terms:
+        if term.startswith("&"):
+            chosen &= _pattern_hosts(inv, term[1:])
+        elif term.startswith("!"):
+            chosen -= _pattern_hosts(inv, term[1:])
     outside = chosen - hosts
     if outside:
         raise UserError(f"--limit: not in group {within}: {', '.join(sorted(outside))}")

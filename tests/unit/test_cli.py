@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -80,3 +81,39 @@ def test_lab_status_when_down(runner: CliRunner) -> None:
         "hosts": [],
         "egress_packets": None,
     }
+
+
+def _commands() -> list[tuple[str, click.Command]]:
+    ctx = click.Context(cli)
+
+    def walk(cmd: click.Command, path: list[str]) -> list[tuple[str, click.Command]]:
+        if isinstance(cmd, click.Group):
+            found = []
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
+                found += walk(sub, [*path, name])
+            return found
+        return [(" ".join(path), cmd)]
+
+    return walk(cli, [])
+
+
+def test_every_verb_and_option_has_help() -> None:
+    """The click tree, walked whole: `--help` explains every verb and every option."""
+    commands = _commands()
+    assert len(commands) > 25
+    for path, cmd in commands:
+        assert cmd.help, f"sovinfra {path} has no help"
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"sovinfra {path} {param.opts[0]} has no help"
+
+
+def test_inventory_and_limit_mean_the_same_everywhere() -> None:
+    for path, cmd in _commands():
+        options = {o: p for p in cmd.params for o in getattr(p, "opts", [])}
+        if "-i" in options:
+            assert options["-i"].opts == ["-i", "--inventory"], path
+        if "--limit" in options:
+            assert "pattern" in (options["--limit"].help or "").lower(), f"sovinfra {path} --limit"

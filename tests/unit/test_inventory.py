@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -161,10 +163,39 @@ def test_limit_selects_hosts_and_groups(example_inventory: Path) -> None:
     inv = model.load(example_inventory)
     assert model.select_hosts(inv, "rack_b,gpu-a01", within="gpu_nodes")[:2] == ["gpu-a01", "gpu-b01"]
     assert model.select_hosts(inv, None, within="model_mirror") == ["mirror01"]
-    with pytest.raises(UserError, match="neither a host nor a group"):
+    with pytest.raises(UserError, match="'gpu-z99' matches no host or group"):
         model.select_hosts(inv, "gpu-z99")
     with pytest.raises(UserError, match="not in group gpu_nodes: mirror01"):
         model.select_hosts(inv, "mirror01", within="gpu_nodes")
+    with pytest.raises(UserError, match="names no hosts to start from"):
+        model.select_hosts(inv, "!rack_b")
+
+
+PATTERNS = [
+    "gpu_nodes:!rack_b",
+    "gpu_nodes,!gpu-a02",
+    "gpu_nodes:&inference",
+    "all:!gpu_nodes",
+    "gpu-b*",
+    "~gpu-a0[12]",
+    "rack_a:rack_b:&inference:!gpu-a04",
+    "mirror01,gpu-b03",
+    "all",
+]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_limit_is_the_host_pattern_ansible_resolves(example_inventory: Path, pattern: str) -> None:
+    """Every verb's --limit selects what `ansible-playbook --limit` would (asked of Ansible itself)."""
+    listed = subprocess.run(
+        ["ansible", "-i", str(example_inventory), "all", "--list-hosts", "--limit", pattern],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(example_inventory.parent.parent / "ansible.cfg")},
+    ).stdout
+    ansible_hosts = sorted(line.strip() for line in listed.splitlines()[1:] if line.strip())
+    assert model.select_hosts(model.load(example_inventory), pattern) == ansible_hosts
 
 
 def test_inference_declarations_are_checked_before_any_run(tmp_path: Path) -> None:
