@@ -35,9 +35,10 @@ def _register() -> None:
     "`sovinfra mirror packages sync` before `apply`); apt-proxy: through the gateway's apt-cacher-ng. "
     "Default: a running lab keeps its mode, a new one gets the proxy",
 )
-def up(nodes: int, air_gapped: bool | None) -> None:
+@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+def up(nodes: int, air_gapped: bool | None, force: bool) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
-    current = manager.up(nodes, air_gapped=air_gapped, log=_log)
+    current = manager.up(nodes, air_gapped=air_gapped, log=_log, force=force)
     mode = " (air-gapped)" if current.air_gapped else ""
     click.echo(f"lab up{mode}: {len(current.hosts)} hosts; inventory written to inventory/lab/hosts.yml")
 
@@ -76,9 +77,10 @@ def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
 
 
 @lab.command()
-def down() -> None:
+@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+def down(force: bool) -> None:
     """Remove every host, the bridge, nft table, cgroups and processes the lab made."""
-    left = manager.down(log=_log)
+    left = manager.down(log=_log, force=force)
     if not left.empty():
         raise click.ClickException(f"lab down left things behind: {left}")
     click.echo("lab down: nothing left behind")
@@ -86,9 +88,10 @@ def down() -> None:
 
 @lab.command()
 @click.argument("host")
-def wipe(host: str) -> None:
+@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+def wipe(host: str, force: bool) -> None:
     """Destroy HOST's disk (overlay, caches, host key) and boot it blank: the disaster for rebuild drills."""
-    manager.wipe(host, log=_log)
+    manager.wipe(host, log=_log, force=force)
 
 
 @lab.command()

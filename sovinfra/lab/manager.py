@@ -29,13 +29,31 @@ def _ensure_client_key(lab_dir: Path) -> str:
     return key.with_suffix(".pub").read_text()
 
 
-def up(nodes: int, air_gapped: bool | None = None, log: Log = print) -> state.LabState:
+def owner_problem(current: state.LabState, here: str) -> str | None:
+    """Why this checkout may not change the lab (another checkout brought it up and it still has hosts)."""
+    if current.owner and current.owner != here and current.hosts:
+        return (
+            f"the lab is owned by the checkout at {current.owner} (its tests or its inventory/lab use it); "
+            "run this there, or pass --force to take it over"
+        )
+    return None
+
+
+def _check_owner(current: state.LabState, force: bool) -> None:
+    problem = owner_problem(current, str(paths.project_root()))
+    if problem and not force:
+        raise UserError(problem)
+
+
+def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool = False) -> state.LabState:
     """Boot or complete the lab; `air_gapped` None keeps the running lab's mode (a new lab: proxied)."""
     _require_root()
     if not 1 <= nodes <= config.MAX_NODES:
         raise UserError(f"--nodes must be between 1 and {config.MAX_NODES}, got {nodes}")
     lab_dir = paths.lab_dir()
     current = state.load()
+    _check_owner(current, force)
+    current.owner = str(paths.project_root())
     net = config.subnet()
     if current.subnet and current.subnet != str(net):
         raise UserError(f"a lab on {current.subnet} is up; run `sovinfra lab down` before changing subnet")
@@ -83,12 +101,13 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print) -> state.La
     return current
 
 
-def wipe(name: str, log: Log = print) -> None:
+def wipe(name: str, log: Log = print, force: bool = False) -> None:
     """The lab's disaster: the host's disk is replaced. Its upper layer (everything converged onto it, its
     caches, its ssh host key) is destroyed and it boots blank from the base image; the lab enrolls the new
     host key as a site would after verifying it out of band."""
     _require_root()
     current = state.load()
+    _check_owner(current, force)
     entry = current.hosts.get(name)
     if entry is None:
         raise UserError(f"no lab host {name!r} (have: {', '.join(sorted(current.hosts)) or 'none'})")
@@ -140,10 +159,11 @@ def leftovers() -> Leftovers:
     )
 
 
-def down(log: Log = print) -> Leftovers:
+def down(log: Log = print, force: bool = False) -> Leftovers:
     """Remove everything the lab made; works from the state file and, after a crash, by name."""
     _require_root()
     current = state.load()
+    _check_owner(current, force)
     for name, host in current.hosts.items():
         hosts.stop(name, host.pid)
         log(f"{name} stopped")

@@ -25,6 +25,8 @@ class LabState:
     # No apt proxy: hosts install from the site's package snapshot on the mirror host only.
     air_gapped: bool = False
     hosts: dict[str, HostState] = field(default_factory=dict)
+    # The project checkout that brought the lab up (its inventory/lab/ is the lab's inventory).
+    owner: str = ""
 
 
 def state_file() -> Path:
@@ -43,6 +45,7 @@ def load() -> LabState:
         apt_proxy_pid=raw.get("apt_proxy_pid", 0),
         air_gapped=raw.get("air_gapped", False),
         hosts=hosts,
+        owner=raw.get("owner", ""),
     )
 
 
