@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -42,11 +43,17 @@ class SovinfraGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["sovinfra.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
+            if ctx.meta.get("sovinfra.json"):  # a machine reading --json gets the error as JSON too
+                click.echo(json.dumps({"error": str(exc), "exit_code": 2}))
             sys.exit(2)
 
 

@@ -27,9 +27,12 @@ def store_option(fn: F) -> F:
     )(fn)
 
 
-def _store(path: Path) -> Any:
+def _store(path: Path, create: bool = False) -> Any:
+    """The store at `path`; only import makes a new one (a typo must not read as an empty store)."""
     from sovinfra.mirror.store import Store
 
+    if not create and not path.is_dir():
+        raise UserError(f"{path}: no mirror store here (--store, SOVINFRA_MIRROR_STORE)")
     return Store(path)
 
 
@@ -66,7 +69,7 @@ def import_(
     """Import SOURCE: a local model folder, an export bundle, or a hub repo id (needs HF_ENDPOINT/online)."""
     from sovinfra.mirror import importer, publish
 
-    store = _store(store_path)
+    store = _store(store_path, create=True)
     path = Path(source)
     if path.is_dir() and (path / "manifest.json").exists():
         importer.import_bundle(store, path, trusted_signers, _log)

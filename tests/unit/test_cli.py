@@ -117,3 +117,24 @@ def test_inventory_and_limit_mean_the_same_everywhere() -> None:
             assert options["-i"].opts == ["-i", "--inventory"], path
         if "--limit" in options:
             assert "pattern" in (options["--limit"].help or "").lower(), f"sovinfra {path} --limit"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["mirror", "verify", "--store", "/nonexistent/store"],
+        ["mirror", "ls", "--store", "/nonexistent/store"],
+        ["drift", "-i", "/nonexistent/inventory"],
+        ["lock", "-i", "/nonexistent/inventory"],
+        ["verify", "health", "-i", "/nonexistent/inventory"],
+    ],
+)
+def test_a_missing_store_or_inventory_is_exit_2_and_json_under_json(
+    runner: CliRunner, args: list[str]
+) -> None:
+    text = runner.invoke(cli, args)
+    assert text.exit_code == 2 and "/nonexistent/" in text.output
+    machine = runner.invoke(cli, [*args, "--json"])
+    assert machine.exit_code == 2
+    doc = json.loads(machine.stdout)
+    assert doc["exit_code"] == 2 and "/nonexistent/" in doc["error"]
