@@ -36,9 +36,21 @@ def _register() -> None:
     "Default: a running lab keeps its mode, a new one gets the proxy",
 )
 @click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
-def up(nodes: int, air_gapped: bool | None, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def up(nodes: int, air_gapped: bool | None, force: bool, as_json: bool) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
+    from sovinfra import paths
+
     current = manager.up(nodes, air_gapped=air_gapped, log=_log, force=force)
+    if as_json:
+        doc = {
+            "hosts": {h.name: {"address": h.address, "groups": h.groups} for h in current.hosts.values()},
+            "air_gapped": current.air_gapped,
+            "inventory": str(paths.lab_inventory_dir()),
+            "owner": current.owner,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     mode = " (air-gapped)" if current.air_gapped else ""
     click.echo(f"lab up{mode}: {len(current.hosts)} hosts; inventory written to inventory/lab/hosts.yml")
 
@@ -78,9 +90,17 @@ def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
 
 @lab.command()
 @click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
-def down(force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def down(force: bool, as_json: bool) -> None:
     """Remove every host, the bridge, nft table, cgroups and processes the lab made."""
+    from dataclasses import asdict
+
     left = manager.down(log=_log, force=force)
+    if as_json:
+        click.echo(json.dumps({"clean": left.empty(), "left": asdict(left)}, indent=2, default=str))
+        if not left.empty():
+            raise SystemExit(1)
+        return
     if not left.empty():
         raise click.ClickException(f"lab down left things behind: {left}")
     click.echo("lab down: nothing left behind")
@@ -89,9 +109,12 @@ def down(force: bool) -> None:
 @lab.command()
 @click.argument("host")
 @click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
-def wipe(host: str, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def wipe(host: str, force: bool, as_json: bool) -> None:
     """Destroy HOST's disk (overlay, caches, host key) and boot it blank: the disaster for rebuild drills."""
     manager.wipe(host, log=_log, force=force)
+    if as_json:
+        click.echo(json.dumps({"host": host, "wiped": True}))
 
 
 @lab.command()
