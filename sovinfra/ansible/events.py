@@ -6,6 +6,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# What a role says to the operator through a debug message, by its first words (one definition, used by
+# the recap, `apply`'s progress and its --json).
+NOTICE_KINDS = ("warning", "reboot required", "action needed")
+
+
+def notice_kind(msg: str) -> str | None:
+    lowered = msg.lower()
+    return next((kind for kind in NOTICE_KINDS if lowered.startswith(kind)), None)
+
 
 @dataclass
 class HostRecap:
@@ -24,6 +33,7 @@ class Recap:
     failures: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     changes: list[dict[str, str]] = field(default_factory=list)
+    notices: list[dict[str, str]] = field(default_factory=list)  # each with its "kind"
     complete: bool = False  # the stats event arrived: the playbook ran to its end
 
     @property
@@ -37,6 +47,7 @@ class Recap:
             "failures": self.failures,
             "changes": self.changes,
             "warnings": self.warnings,
+            "notices": self.notices,
             "complete": self.complete,
         }
 
@@ -65,10 +76,12 @@ def apply_event(recap: Recap, event: dict[str, Any]) -> None:
             recap.failures.append(entry)
         elif status == "changed":
             recap.changes.append(entry)
-        if event.get("action") in ("debug", "ansible.builtin.debug") and entry["msg"].lower().startswith(
-            "warning"
-        ):
-            recap.warnings.append(entry)
+        debug = event.get("action") in ("debug", "ansible.builtin.debug")
+        kind = notice_kind(entry["msg"]) if debug else None
+        if kind:
+            recap.notices.append({**entry, "kind": kind})
+            if kind == "warning":
+                recap.warnings.append(entry)
     elif kind == "stats":
         # The final word: Ansible's own counters replace what we tallied from results.
         recap.complete = True

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from sovinfra import paths
-from sovinfra.ansible import runner
+from sovinfra.ansible import events, runner
 from sovinfra.ansible import strategy as strategies
 from sovinfra.cli.options import limit_option, vault_password_option
 from sovinfra.errors import UserError
@@ -61,7 +61,7 @@ class Progress:
         elif kind == "host_result":
             status = event.get("status")
             if status in ("changed", "failed", "unreachable") or (
-                status == "ok" and str(event.get("msg", "")).lower().startswith("warning")
+                status == "ok" and events.notice_kind(str(event.get("msg", "")))
             ):
                 msg = f": {event['msg']}" if event.get("msg") and status != "changed" else ""
                 label = "ignored" if status == "failed" and event.get("ignored") else status

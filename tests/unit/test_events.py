@@ -63,3 +63,32 @@ def test_command_line() -> None:
     cmd = runner.command(run)
     assert cmd[:2] == ["ansible-playbook", "-i"]
     assert cmd[-6:] == ["--limit", "gpu1", "--tags", "base", "--check", "--diff"]
+
+
+def test_notices_are_warnings_reboots_and_actions_from_debug_messages() -> None:
+    def debug(host: str, msg: str, action: str = "ansible.builtin.debug") -> dict[str, object]:
+        return {
+            "event": "host_result",
+            "status": "ok",
+            "host": host,
+            "task": "t",
+            "msg": msg,
+            "action": action,
+        }
+
+    recap = events.Recap()
+    for event in (
+        debug("gpu1", "reboot required: the loaded NVIDIA module is 570.1, the installed one 580.2"),
+        debug("gpu2", "Warning: no CDI spec yet"),
+        debug("gpu2", "action needed: enrol the MOK key at the console"),
+        debug("gpu2", "all fine"),
+        debug("gpu1", "reboot required: said by a command, not the role", action="ansible.builtin.command"),
+    ):
+        events.apply_event(recap, event)
+    assert [(n["host"], n["kind"]) for n in recap.notices] == [
+        ("gpu1", "reboot required"),
+        ("gpu2", "warning"),
+        ("gpu2", "action needed"),
+    ]
+    assert [w["host"] for w in recap.warnings] == ["gpu2"]
+    assert recap.as_dict()["notices"] == recap.notices
