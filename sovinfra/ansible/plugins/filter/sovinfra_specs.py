@@ -1,9 +1,11 @@
-# Every role's argument spec, read the way `sovinfra inventory check` reads them (validate.yml uses it).
+# Every role's argument spec, read the way `sovinfra inventory check` reads them, and which options
+# validate.yml can judge before any role runs (validate.yml uses both).
 from __future__ import annotations
 
 from pathlib import Path
 
-from ansible.errors import AnsibleFilterError
+from ansible.errors import AnsibleError, AnsibleFilterError
+from jinja2 import Undefined
 
 from sovinfra.inventory.specs import role_options
 
@@ -15,6 +17,37 @@ def role_specs(roles_dir):
     return [{"role": role, "options": options} for role, options in found.items()]
 
 
+def _resolved(value):
+    """False when the value (or anything inside it) is undefined: ansible-core 2.19 returns a marker."""
+    if isinstance(value, Undefined):
+        return False
+    if isinstance(value, dict):
+        return all(_resolved(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_resolved(v) for v in value)
+    return True
+
+
+def judgeable(options, host_vars):
+    """The spec's options less those whose host value cannot resolve before the roles run.
+
+    A value that refers to a role default (`"{{ nvidia_container_toolkit_repo_url }}/key"`) cannot be
+    rendered before that role runs; like `sovinfra inventory check`, validate.yml leaves it unjudged, and
+    the role's own argument validation judges it when the role starts.
+    """
+    kept = {}
+    for name, spec in options.items():
+        if name in host_vars:
+            try:
+                value = host_vars[name]
+            except AnsibleError:  # releases before 2.19 raise where 2.19 returns a marker
+                continue
+            if not _resolved(value):
+                continue
+        kept[name] = spec
+    return kept
+
+
 class FilterModule:
     def filters(self):
-        return {"sovinfra_role_specs": role_specs}
+        return {"sovinfra_role_specs": role_specs, "sovinfra_judgeable": judgeable}
