@@ -71,20 +71,8 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option(
     "--warmup", default=0, show_default=True, type=click.IntRange(0), help="requests excluded from results"
 )
-@click.option(
-    "--input-tokens",
-    default=64,
-    show_default=True,
-    type=click.IntRange(1),
-    help="prompt length (about one token a word)",
-)
-@click.option(
-    "--output-tokens",
-    default=64,
-    show_default=True,
-    type=click.IntRange(1),
-    help="max_tokens asked per request",
-)
+@click.option("--input-tokens", default=64, show_default=True, type=click.IntRange(1), help="prompt words")
+@click.option("--output-tokens", default=64, show_default=True, type=click.IntRange(1), help="max_tokens")
 @click.option("--dataset", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="JSONL prompts")
 @click.option("--completions", is_flag=True, help="use /v1/completions instead of /v1/chat/completions")
 @click.option(
@@ -110,15 +98,9 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option(
     "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="sweep results as CSV"
 )
+@click.option("--save-baseline", type=click.Path(dir_okay=False, path_type=Path), help="write a baseline")
 @click.option(
-    "--save-baseline",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="write this run's figures as a baseline",
-)
-@click.option(
-    "--baseline",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="compare with a saved baseline; exit 1 on a regression",
+    "--baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="exit 1 if worse than it"
 )
 @click.option(
     "--max-regression-pct",
