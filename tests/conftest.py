@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 import os
+import select
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def readline(stream: IO[str], timeout: float) -> str:
+    """One line from a child's pipe, or a failure after `timeout` seconds (a hung child never hangs a test)."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        pytest.fail(f"no line from the child within {timeout} s", pytrace=False)
+    return stream.readline()
 
 
 def missing(reason: str) -> NoReturn:

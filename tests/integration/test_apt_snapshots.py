@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from sovinfra.cli import cli
 from sovinfra.errors import UserError
 from sovinfra.mirror import apt_plan, apt_snapshots, bundle_files, sitekey
+from tests.conftest import readline
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 BOOKWORM_KEYS = ["B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8", "4D64FEC119C2029067D6E791F8D2585B8783D481"]
@@ -173,7 +174,7 @@ def test_a_sync_killed_midway_leaves_the_current_snapshot_serving(
     )
     # Kill it as it works: after it reports its first step, mid-download or mid-publish.
     assert proc.stdout is not None
-    proc.stdout.readline()
+    readline(proc.stdout, 120)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -19,7 +19,7 @@ from sovinfra.cli import cli
 from sovinfra.errors import UserError
 from sovinfra.mirror import importer, names, publish, serve
 from sovinfra.mirror.store import Store
-from tests.conftest import ROOT, missing
+from tests.conftest import ROOT, missing, readline
 from tests.flaky_proxy import FlakyProxy
 from tests.tiny_model import make_tiny_model
 
@@ -326,7 +326,7 @@ def test_serve_dev_command_stops_on_sigterm(store: Store) -> None:
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
+        line = readline(proc.stdout, 60).strip()
         assert line.startswith("HF_ENDPOINT=http://127.0.0.1:")
         url = line.split("=", 1)[1]
         info = subprocess.run(
