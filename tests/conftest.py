@@ -12,7 +12,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def readline(stream: IO[str], timeout: float) -> str:
-    """One line from a child's pipe, or a failure after `timeout` seconds (a hung child never hangs a test)."""
+    """A line from a child's pipe, or a failure after `timeout` seconds: a hung child never hangs a test."""
     ready, _, _ = select.select([stream], [], [], timeout)
     if not ready:
         pytest.fail(f"no line from the child within {timeout} s", pytrace=False)
