@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from sovinfra import paths
 from sovinfra.ansible import runner, strategy
 from sovinfra.cli import cli
+from sovinfra.inventory import site
 from sovinfra.lab import manager
 
 LINEAR = strategy.Strategy("linear", None)
@@ -70,9 +71,11 @@ def children_cpu() -> float:
 
 
 def converge(limit: str, hosts: int, config: Config, noop: bool) -> Cell:
-    run = runner.PlaybookRun(
-        paths.project_root() / "playbooks" / "site.yml", paths.lab_inventory_dir(), limit=limit
-    )
+    inventory = paths.lab_inventory_dir()
+    run = runner.PlaybookRun(paths.project_root() / "playbooks" / "site.yml", inventory, limit=limit)
+    vault = site.vault_password_file(None, inventory)  # the lab's API key is vaulted, as apply reads it
+    if vault:
+        run.extra_args += ["--vault-password-file", vault]
     cpu0, busy0, start = children_cpu(), machine_busy(), time.perf_counter()
     result = runner.run_playbook(run, hosts, env_overrides=config.env, strategy=config.strategy)
     cell = Cell(

@@ -8,6 +8,8 @@ no host is contacted).
 
 from __future__ import annotations
 
+import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +84,29 @@ def test_inventory_check_refuses_each_roles_bad_value(tmp_path: Path, role: str)
 def test_validate_playbook_refuses_the_same_bad_values(tmp_path: Path) -> None:
     inventory = write_site(tmp_path / "site", CASES)
     # A value that refers to a role default is left to that role, as inventory check leaves templates.
+    # So is a vaulted value when no vault password is given (the role that needs it asks for it).
+    password = tmp_path / "vault-password"
+    password.write_text("not-the-labs\n")
+    vaulted = subprocess.run(
+        [
+            "ansible-vault",
+            "encrypt_string",
+            "--vault-password-file",
+            str(password),
+            "sk-123",
+            "--name",
+            "api_key",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    service = "inference_services:\n  - name: a\n    port: 8000\n    repo: o/m\n" + textwrap.indent(
+        vaulted, "    "
+    )
     (inventory / "host_vars" / "m1.yml").write_text(
         "nvidia_container_toolkit_repo_key_url: '{{ nvidia_container_toolkit_repo_url }}/key.pub'\n"
-        "base_ssh_max_auth_tries: '{{ 2 + 1 }}'\n"
+        "base_ssh_max_auth_tries: '{{ 2 + 1 }}'\n" + service
     )
     run = runner.PlaybookRun(ROOT / "playbooks" / "validate.yml", inventory)
     result = runner.run_playbook(run, len(CASES) + 1, strategy=strategy.Strategy("linear", None))

@@ -6,6 +6,11 @@ from pathlib import Path
 
 from ansible.errors import AnsibleError, AnsibleFilterError
 from jinja2 import Undefined
+from jinja2.exceptions import UndefinedError
+
+# What rendering a value that cannot be rendered yet raises (2.19 raises a jinja2 UndefinedError subclass
+# for an undecryptable vault value; earlier releases raise AnsibleError).
+_UNRENDERABLE = (AnsibleError, UndefinedError)
 
 from sovinfra.inventory.specs import role_options
 
@@ -18,13 +23,17 @@ def role_specs(roles_dir):
 
 
 def _resolved(value):
-    """False when the value (or anything inside it) is undefined: ansible-core 2.19 returns a marker."""
-    if isinstance(value, Undefined):
+    """False when the value (or anything inside it) cannot be rendered now: undefined (ansible-core 2.19
+    returns a marker) or vaulted without the vault's password."""
+    try:
+        if isinstance(value, Undefined):
+            return False
+        if isinstance(value, dict):
+            return all(_resolved(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return all(_resolved(v) for v in value)
+    except _UNRENDERABLE:
         return False
-    if isinstance(value, dict):
-        return all(_resolved(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_resolved(v) for v in value)
     return True
 
 
@@ -40,7 +49,7 @@ def judgeable(options, host_vars):
         if name in host_vars:
             try:
                 value = host_vars[name]
-            except AnsibleError:  # releases before 2.19 raise where 2.19 returns a marker
+            except _UNRENDERABLE:
                 continue
             if not _resolved(value):
                 continue
