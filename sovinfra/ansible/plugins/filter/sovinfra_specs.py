@@ -8,11 +8,11 @@ from ansible.errors import AnsibleError, AnsibleFilterError
 from jinja2 import Undefined
 from jinja2.exceptions import UndefinedError
 
+from sovinfra.inventory.specs import role_options
+
 # What rendering a value that cannot be rendered yet raises (2.19 raises a jinja2 UndefinedError subclass
 # for an undecryptable vault value; earlier releases raise AnsibleError).
 _UNRENDERABLE = (AnsibleError, UndefinedError)
-
-from sovinfra.inventory.specs import role_options
 
 
 def role_specs(roles_dir):
