@@ -9,6 +9,9 @@ import click
 
 from sovinfra.lab import manager
 
+# Another checkout's lab is refused (manager.owner_problem) unless this is given.
+_force = click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
@@ -35,7 +38,7 @@ def _register() -> None:
     "`sovinfra mirror packages sync` before `apply`); apt-proxy: through the gateway's apt-cacher-ng. "
     "Default: a running lab keeps its mode, a new one gets the proxy",
 )
-@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+@_force
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def up(nodes: int, air_gapped: bool | None, force: bool, as_json: bool) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
@@ -89,12 +92,10 @@ def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
 
 
 @lab.command()
-@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+@_force
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def down(force: bool, as_json: bool) -> None:
     """Remove every host, the bridge, nft table, cgroups and processes the lab made."""
-    from dataclasses import asdict
-
     left = manager.down(log=_log, force=force)
     if as_json:
         click.echo(json.dumps({"clean": left.empty(), "left": asdict(left)}, indent=2, default=str))
@@ -108,7 +109,7 @@ def down(force: bool, as_json: bool) -> None:
 
 @lab.command()
 @click.argument("host")
-@click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
+@_force
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def wipe(host: str, force: bool, as_json: bool) -> None:
     """Destroy HOST's disk (overlay, caches, host key) and boot it blank: the disaster for rebuild drills."""

@@ -40,9 +40,10 @@ def _resolved(value):
 def judgeable(options, host_vars):
     """The spec's options less those whose host value cannot resolve before the roles run.
 
-    A value that refers to a role default (`"{{ nvidia_container_toolkit_repo_url }}/key"`) cannot be
-    rendered before that role runs; like `sovinfra inventory check`, validate.yml leaves it unjudged, and
-    the role's own argument validation judges it when the role starts.
+    A value that refers to a role default (`"{{ nvidia_container_toolkit_repo_url }}/key"`), or is vaulted
+    and no vault password was given, cannot be rendered before that role runs; like `sovinfra inventory
+    check`, validate.yml leaves it unjudged, and the role's own argument validation judges it when the
+    role starts.
     """
     kept = {}
     for name, spec in options.items():
