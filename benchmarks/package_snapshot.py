@@ -80,6 +80,9 @@ def main() -> None:
     roles = paths.project_root() / "roles"
     inv = model.load(Path(args.inventory))
     upstreams, arches = apt_plan.site_upstreams(inv, roles)
+    # The OS package set: the anchor is apt itself, which has Debian's sources only (and NVIDIA's servers
+    # are out of this machine's reach).
+    upstreams = [u for u in upstreams if not u.flat]
     need = sorted(set(apt_plan.needed_packages(inv, roles)) | set(config.BASE_PACKAGES))
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)

@@ -315,7 +315,8 @@ def packages_sync(inventory: str | None, as_json: bool, store_path: Path) -> Non
     roles_dir = paths.project_root() / "roles"
     upstreams, arches = apt_plan.site_upstreams(inv, roles_dir)
     needed = apt_plan.needed_packages(inv, roles_dir)
-    info = apt_snapshots.sync(store_path, upstreams, needed, arches, _log)
+    versioned = apt_plan.nvidia_need(inv, roles_dir)
+    info = apt_snapshots.sync(store_path, upstreams, needed, arches, _log, versioned=versioned)
     if as_json:
         click.echo(json.dumps(_snapshot_rows([info])[0]))
     else:

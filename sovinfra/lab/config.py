@@ -12,6 +12,8 @@ NFT_TABLE = "sovinfra_lab"
 MACHINE_PREFIX = "svlab-"
 CGROUP_NAME = "sovinfra-lab"
 APT_PROXY_PORT = 3142
+# The stand-in NVIDIA repositories, on this machine's loopback (the connected side).
+NVIDIA_UPSTREAM_PORT = 3143
 SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("SOVINFRA_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = (

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sovinfra import atomic
-from sovinfra.lab import config, nvidia_repo
+from sovinfra import atomic, paths
+from sovinfra.inventory import defaults
+from sovinfra.lab import config, nvidia_repo, nvidia_upstream
 from sovinfra.lab.state import LabState
 
 
@@ -21,19 +23,60 @@ def hosts_document(state: LabState) -> dict[str, Any]:
     return {"all": {"children": {g: {"hosts": hosts or None} for g, hosts in groups.items()}}}
 
 
-def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> dict[str, Any]:
+# The stand-in repositories that take the place of NVIDIA's upstreams of the same name.
+STANDIN_UPSTREAMS = {
+    "nvidia-cuda": nvidia_repo.CUDA_REPO,
+    "nvidia-container-toolkit": nvidia_repo.CONTAINER_TOOLKIT_REPO,
+}
+
+
+def apt_upstreams(roles_dir: Path, repos: nvidia_repo.StandinRepos) -> list[dict[str, Any]]:
+    """The site's default upstreams (model_mirror's), NVIDIA's replaced by the lab's stand-ins."""
+    result = []
+    for entry in defaults.role_defaults(roles_dir, "model_mirror")["model_mirror_apt_upstreams"]:
+        sub = STANDIN_UPSTREAMS.get(entry["name"])
+        if sub:
+            entry = {
+                "name": entry["name"],
+                "url": nvidia_upstream.url(sub),
+                "flat": True,
+                "keyring": str(repos.root / sub / repos.key_file),
+                "key_fingerprints": [repos.fingerprint],
+            }
+        result.append(entry)
+    return result
+
+
+def group_vars_all(
+    state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRepos, roles_dir: Path
+) -> dict[str, Any]:
     mirror = next((h.address for h in state.hosts.values() if "model_mirror" in h.groups), None)
     if state.air_gapped:
         # Only the site's signed package snapshot (`sovinfra mirror packages sync`), served by the mirror
-        # host; the snapshot also holds what the lab's base image was built with.
+        # host; the snapshot also holds what the lab's base image was built with, and NVIDIA's packages
+        # mirrored from the stand-ins as a site mirrors NVIDIA's repositories.
         apt: dict[str, Any] = {
             "site_apt_snapshot": "current",
             "model_mirror_apt_packages": list(config.BASE_PACKAGES),
+            "model_mirror_apt_upstreams": apt_upstreams(roles_dir, repos),
+            # Containers run this machine's kernel: the snapshot holds the stand-in headers for it.
+            "nvidia_driver_kernel_release": os.uname().release,
         }
     else:
         apt = {
             "base_apt_proxy_url": f"http://{state.gateway}:{config.APT_PROXY_PORT}",
             "base_apt_proxy_direct_hosts": [mirror] if mirror else [],
+            # NVIDIA's repositories as trees the mirror host publishes (no snapshot to hold them); the
+            # roles' default URLs point at the mirror, only the lab's signing key differs.
+            "model_mirror_package_trees": [
+                {"name": sub, "src": str(repos.root / sub)}
+                for sub in (nvidia_repo.CUDA_REPO, nvidia_repo.CONTAINER_TOOLKIT_REPO)
+            ],
+            "nvidia_repo_key_url": "{{ nvidia_repo_url }}/" + repos.key_file,
+            "nvidia_repo_key_fingerprint": repos.fingerprint,
+            "nvidia_container_toolkit_repo_key_url": "{{ nvidia_container_toolkit_repo_url }}/"
+            + repos.key_file,
+            "nvidia_container_toolkit_repo_key_fingerprint": repos.fingerprint,
         }
     return {
         "ansible_user": "root",
@@ -52,16 +95,6 @@ def group_vars_all(state: LabState, lab_dir: Path, repos: nvidia_repo.StandinRep
         "preflight_gpu_pci_required": False,
         # ...and read through the NVML simulator, with a profile `sovinfra lab gpu` can swap.
         "health_agent_nvml_simulator": True,
-        # NVIDIA's repositories as stand-ins, published by the mirror host as a site publishes NVIDIA's;
-        # the roles' default URLs already point at the site mirror, only the lab's signing key differs.
-        "model_mirror_package_trees": [
-            {"name": sub, "src": str(repos.root / sub)}
-            for sub in (nvidia_repo.CUDA_REPO, nvidia_repo.CONTAINER_TOOLKIT_REPO)
-        ],
-        "nvidia_repo_key_url": "{{ nvidia_repo_url }}/" + repos.key_file,
-        "nvidia_repo_key_fingerprint": repos.fingerprint,
-        "nvidia_container_toolkit_repo_key_url": "{{ nvidia_container_toolkit_repo_url }}/" + repos.key_file,
-        "nvidia_container_toolkit_repo_key_fingerprint": repos.fingerprint,
         # The simulated GPUs are HGX 8-GPU boards, whose NVSwitches containers cannot see on PCI.
         "fabric_manager_enabled": True,
         "sovinfra_lab": True,
@@ -74,7 +107,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 
 def write(state: LabState, inventory_dir: Path, lab_dir: Path, repos: nvidia_repo.StandinRepos) -> None:
-    _write(inventory_dir / "group_vars" / "all.yml", group_vars_all(state, lab_dir, repos))
+    roles_dir = paths.project_root() / "roles"
+    _write(inventory_dir / "group_vars" / "all.yml", group_vars_all(state, lab_dir, repos, roles_dir))
     _write(inventory_dir / "hosts.yml", hosts_document(state))
 
 

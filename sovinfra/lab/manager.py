@@ -9,7 +9,18 @@ from pathlib import Path
 
 from sovinfra import paths
 from sovinfra.errors import UserError
-from sovinfra.lab import aptproxy, base, cgroups, config, hosts, network, nvidia_repo, processes, state
+from sovinfra.lab import (
+    aptproxy,
+    base,
+    cgroups,
+    config,
+    hosts,
+    network,
+    nvidia_repo,
+    nvidia_upstream,
+    processes,
+    state,
+)
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.shell import run
 
@@ -97,7 +108,14 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool
     for plan, pid in started:
         hosts.wait_ssh(plan, pid)
         log(f"{plan.name} {plan.address} up")
-    lab_inventory.write(current, paths.lab_inventory_dir(), lab_dir, standin_repos())
+    repos = standin_repos()
+    if current.air_gapped:
+        current.nvidia_upstream_pid = nvidia_upstream.ensure(repos.root, current.nvidia_upstream_pid)
+    else:
+        nvidia_upstream.stop(current.nvidia_upstream_pid)
+        current.nvidia_upstream_pid = 0
+    state.save(current)
+    lab_inventory.write(current, paths.lab_inventory_dir(), lab_dir, repos)
     return current
 
 
@@ -152,7 +170,8 @@ class Leftovers:
 
 def leftovers() -> Leftovers:
     return Leftovers(
-        processes=hosts.stray_pids() + processes.find(lambda args: any(aptproxy.MARK in a for a in args)),
+        processes=hosts.stray_pids()
+        + processes.find(lambda args: any(aptproxy.MARK in a for a in args) or nvidia_upstream.MARK in args),
         cgroups=cgroups.leftovers(),
         bridge=network.bridge_exists(),
         nft_table=network.nft_table_exists(),
@@ -170,6 +189,7 @@ def down(log: Log = print, force: bool = False) -> Leftovers:
     for pid in hosts.stray_pids():
         processes.stop(pid, config.MACHINE_PREFIX)
     aptproxy.stop(current.apt_proxy_pid)
+    nvidia_upstream.stop(current.nvidia_upstream_pid)
     processes.reap_children()
     cgroups.remove()
     network.teardown()

@@ -24,6 +24,8 @@ class LabState:
     apt_proxy_pid: int = 0
     # No apt proxy: hosts install from the site's package snapshot on the mirror host only.
     air_gapped: bool = False
+    # The stand-in NVIDIA repositories' server (air-gapped labs: what `mirror packages sync` mirrors).
+    nvidia_upstream_pid: int = 0
     hosts: dict[str, HostState] = field(default_factory=dict)
     # The project checkout that brought the lab up (its inventory/lab/ is the lab's inventory).
     owner: str = ""
@@ -44,6 +46,7 @@ def load() -> LabState:
         gateway=raw.get("gateway", ""),
         apt_proxy_pid=raw.get("apt_proxy_pid", 0),
         air_gapped=raw.get("air_gapped", False),
+        nvidia_upstream_pid=raw.get("nvidia_upstream_pid", 0),
         hosts=hosts,
         owner=raw.get("owner", ""),
     )

@@ -3,11 +3,13 @@
 The need is read from the roles and the inventory: every list a role keeps under a name ending in
 `_os_packages` (its `vars/` or `defaults/`), `base_packages` + `base_extra_packages` and
 `model_mirror_apt_packages` of every host, the container runtime packages of the engines hosts use,
-and everything of priority `required` (what any Debian base system holds).
+and everything of priority `required` (what any Debian base system holds). NVIDIA's packages are needed
+at the exact versions the GPU nodes pin (`nvidia_need`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,9 @@ SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z$")
 UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+CUDA_VERSION = re.compile(r"^(\d+)\.(\d+)\.\d+$")
 UPSTREAMS_KEY = "model_mirror_apt_upstreams"
+UPSTREAM_KEYS = ("name", "url", "distributions", "components", "keyring", "key_fingerprints")
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,37 @@ class Upstream:
     url: str
     distributions: tuple[str, ...]
     components: tuple[str, ...]
-    keyring: str
+    keyring: str  # a keyring or key file on the control node, or an http(s) URL of the key
     key_fingerprints: tuple[str, ...]
+    flat: bool = False  # NVIDIA's layout: Release and Packages in the URL's directory, no dists/
 
     def mirror_names(self) -> list[tuple[str, str]]:
-        """(aptly mirror name, distribution) for each distribution."""
+        """(aptly mirror name, distribution) for each distribution; a flat repository's is `./`."""
+        if self.flat:
+            return [(self.name, "./")]
         return [(f"{self.name}-{dist}", dist) for dist in self.distributions]
+
+    def aptly_source(self, dist: str) -> list[str]:
+        """aptly's `<archive url> <distribution> [components]` for one distribution."""
+        if self.flat:
+            return [self.url + "/", dist]
+        return [self.url, dist, *self.components]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package needed at a version the inventory pins (NVIDIA's revision suffix, `-1`, left open)."""
+
+    name: str
+    version: str
+    why: str  # the setting that asks for it: "gpu1: nvidia_driver_version"
+
+    def query(self) -> str:
+        return f"({self.name}, $Version (% {self.version}-*))"
+
+    def met_by(self, keys: set[str]) -> bool:
+        """True when a snapshot key `name_version_arch` carries it."""
+        return any(fnmatch.fnmatchcase(k, f"{self.name}_{self.version}-*_*") for k in keys)
 
 
 def snapshot_id(now: datetime | None = None) -> str:
@@ -66,11 +95,15 @@ def parse_upstreams(value: Any, where: str) -> list[Upstream]:
         at = f"{where}: {UPSTREAMS_KEY}[{i}]"
         if not isinstance(entry, dict):
             raise UserError(f"{at}: must be a mapping")
-        unknown = sorted(
-            set(entry) - {"name", "url", "distributions", "components", "keyring", "key_fingerprints"}
-        )
+        unknown = sorted(set(entry) - {*UPSTREAM_KEYS, "flat"})
         if unknown:
             raise UserError(f"{at}.{unknown[0]}: unknown key")
+        flat = entry.get("flat", False)
+        if not isinstance(flat, bool):
+            raise UserError(f"{at}.flat: must be true or false")
+        if flat and ("distributions" in entry or "components" in entry):
+            key = "distributions" if "distributions" in entry else "components"
+            raise UserError(f"{at}.{key}: a flat repository has none (its URL is the directory of Release)")
         for key in ("name", "url", "keyring"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise UserError(f"{at}.{key}: required (a string)")
@@ -89,10 +122,13 @@ def parse_upstreams(value: Any, where: str) -> list[Upstream]:
             Upstream(
                 name=entry["name"],
                 url=entry["url"].rstrip("/"),
-                distributions=_strings(entry.get("distributions"), f"{at}.distributions"),
-                components=_strings(entry.get("components", ["main"]), f"{at}.components"),
+                distributions=("./",)
+                if flat
+                else _strings(entry.get("distributions"), f"{at}.distributions"),
+                components=() if flat else _strings(entry.get("components", ["main"]), f"{at}.components"),
                 keyring=entry["keyring"],
                 key_fingerprints=fingerprints,
+                flat=flat,
             )
         )
     names = [u.name for u in result]
@@ -135,20 +171,98 @@ def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
                 names |= {v for v in value if isinstance(v, str) and "{{" not in v}
         if host in inv.hosts_in("gpu_nodes"):
             names |= set(engine_packages.get(hv.get("container_runtime_engine", default_engine), []))
+            # DKMS builds against the running kernel's headers; a kernel the inventory names is known now
+            # (the default, the host's fact, is only known on the host: its headers come from
+            # `model_mirror_apt_packages`).
+            kernel = defaults.setting(inv, roles_dir, host, "nvidia_driver_kernel_release")
+            source = defaults.setting(inv, roles_dir, host, "nvidia_driver_module_source")
+            if source == "dkms" and isinstance(kernel, str) and kernel and "{{" not in kernel:
+                names.add(f"linux-headers-{kernel}")
     bad = sorted(n for n in names if not PACKAGE_NAME.match(n))
     if bad:
         raise UserError(f"package name {bad[0]!r} is not a Debian package name")
     return sorted(names)
 
 
-def filter_query(packages: list[str]) -> str:
-    """aptly's filter for the site's need: the named packages and the base system (`Priority (required)`)."""
-    return " | ".join(["Priority (required)", *packages])
+def _pinned(inv: model.Inventory, roles_dir: Path, host: str, key: str) -> str:
+    value = defaults.setting(inv, roles_dir, host, key)
+    if not isinstance(value, str | int | float) or not str(value) or "{{" in str(value):
+        raise UserError(
+            f"{model.var_file(inv, host, key)}: {key} of {host} must be a version "
+            f"(the package snapshot holds exact versions), got {value!r}"
+        )
+    return str(value)
+
+
+def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
+    """NVIDIA's packages at the versions each GPU node pins, named as the NVIDIA roles install them
+    (their vars are the one list of names); dependencies are resolved by the sync."""
+    driver_names = (model.read_yaml(roles_dir / "nvidia_driver" / "vars" / "Debian.yml") or {}).get(
+        "__nvidia_driver_packages", {}
+    )
+    toolkit_names = (model.read_yaml(roles_dir / "nvidia_container_toolkit" / "vars" / "main.yml") or {}).get(
+        "__nvidia_container_toolkit_packages", []
+    )
+    need: dict[tuple[str, str], Requirement] = {}
+
+    def add(name: str, version: str, host: str, key: str) -> None:
+        need.setdefault((name, version), Requirement(name, version, f"{host}: {key}"))
+
+    for host in sorted(inv.hosts_in("gpu_nodes")):
+
+        def setting(key: str, host: str = host) -> Any:
+            return defaults.setting(inv, roles_dir, host, key)
+
+        driver = _pinned(inv, roles_dir, host, "nvidia_driver_version")
+        modules = setting("nvidia_driver_kernel_modules")
+        if modules not in driver_names:
+            raise UserError(
+                f"{model.var_file(inv, host, 'nvidia_driver_kernel_modules')}: nvidia_driver_kernel_modules "
+                f"of {host} must be one of {', '.join(sorted(driver_names))}, got {modules!r}"
+            )
+        for name in driver_names[modules]:
+            add(name, driver, host, "nvidia_driver_version")
+        cuda = setting("cuda_toolkit_versions")
+        for version in cuda if isinstance(cuda, list) else [cuda]:
+            parts = CUDA_VERSION.match(str(version))
+            if not parts:
+                where = model.var_file(inv, host, "cuda_toolkit_versions")
+                raise UserError(f"{where}: cuda_toolkit_versions of {host}: {version!r} is not X.Y.Z")
+            add(f"cuda-toolkit-{parts[1]}-{parts[2]}", str(version), host, "cuda_toolkit_versions")
+        if str(setting("fabric_manager_enabled")).lower() not in ("false", "no", "0"):
+            # `auto` installs it where NVSwitches are found: the snapshot holds it for any GPU node.
+            fabric = _pinned(inv, roles_dir, host, "fabric_manager_version")
+            branch = setting("nvidia_driver_branch")
+            branch = str(branch) if branch and "{{" not in str(branch) else fabric.split(".")[0]
+            # NVIDIA's names (fabric_manager's install task): branch-suffixed below 580.
+            name = f"nvidia-fabricmanager-{branch}" if int(branch) < 580 else "nvidia-fabricmanager"
+            add(name, fabric, host, "fabric_manager_version")
+        toolkit = _pinned(inv, roles_dir, host, "nvidia_container_toolkit_version")
+        for name in toolkit_names:
+            add(name, toolkit, host, "nvidia_container_toolkit_version")
+    return sorted(need.values(), key=lambda r: (r.name, r.version))
+
+
+def filter_query(
+    packages: list[str], versioned: list[Requirement] | tuple[()] = (), more: list[str] | tuple[()] = ()
+) -> str:
+    """aptly's filter for the site's need: the named packages, the pinned versions, the base system
+    (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one)."""
+    return " | ".join(["Priority (required)", *packages, *(r.query() for r in versioned), *more])
 
 
 def missing_packages(needed: list[str], present: set[str]) -> list[str]:
     """Needed names the merged snapshot lacks (an upstream that dropped or never had them)."""
     return [n for n in needed if n not in present]
+
+
+def parse_unmet(verify_output: str) -> list[str]:
+    """The dependencies `aptly snapshot verify` reports missing, as aptly queries (architecture dropped)."""
+    _, found, rest = verify_output.partition("Missing dependencies")
+    if not found:
+        return []
+    lines = rest.splitlines()[1:]
+    return sorted({re.sub(r"\s*\[[^]]*\]$", "", line.strip()) for line in lines if line.strip()})
 
 
 def prune_plan(published: list[str], current: str | None, keep: int) -> list[str]:

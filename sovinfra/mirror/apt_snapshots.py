@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,36 +124,44 @@ class Aptly:
         return set(self(kind, "list", "-raw", what=f"listing {kind}s").split())
 
 
-def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
-    """A keyring holding exactly the upstream's pinned keys, taken from its declared keyring file."""
+def _key_material(upstream: apt_plan.Upstream) -> bytes:
+    """The upstream's declared keyring or key file, or the key fetched from its URL (trusted only for the
+    fingerprints pinned, which are all that is taken from it)."""
+    where = f"upstream {upstream.name}: keyring {upstream.keyring}"
+    if re.match(r"^https?://", upstream.keyring):
+        try:
+            with urllib.request.urlopen(upstream.keyring, timeout=60) as reply:
+                return bytes(reply.read())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{where}: cannot fetch it ({exc})") from None
     source = Path(upstream.keyring)
-    where = f"upstream {upstream.name}"
     if not source.is_file():
-        raise UserError(f"{where}: keyring {source} does not exist")
+        raise UserError(f"{where} does not exist")
+    return source.read_bytes()
+
+
+def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
+    """A keyring holding exactly the upstream's pinned keys, taken from its declared keyring or key."""
+    material = _key_material(upstream)
     out = packages_dir(store) / "keyrings" / f"{upstream.name}.gpg"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home:  # a throwaway GnuPG home: nobody's keys but these
         gpg = ["gpg", "--batch", "--homedir", home]
+        # Imported, not read as a keyring: a binary keyring and an armored key file both load this way.
+        subprocess.run([*gpg, "--import"], input=material, capture_output=True, check=False)
         exported = subprocess.run(
-            [
-                *gpg,
-                "--no-default-keyring",
-                "--keyring",
-                str(source.resolve()),
-                "--export",
-                *upstream.key_fingerprints,
-            ],
-            capture_output=True,
-            check=False,
+            [*gpg, "--export", *upstream.key_fingerprints], capture_output=True, check=False
         ).stdout
         shown = subprocess.run(
             [*gpg, "--with-colons", "--show-keys"], input=exported, capture_output=True, check=False
         ).stdout.decode()
+        sitekey.stop_agent(Path(home))
     have = {line.split(":")[9] for line in shown.splitlines() if line.startswith("fpr:")}
     missing = [f for f in upstream.key_fingerprints if f not in have]
     if missing:
         raise UserError(
-            f"{where}: pinned key {missing[0]} ({apt_plan.UPSTREAMS_KEY} key_fingerprints) is not in {source}"
+            f"upstream {upstream.name}: pinned key {missing[0]} ({apt_plan.UPSTREAMS_KEY} key_fingerprints) "
+            f"is not in {upstream.keyring}"
         )
     if not out.exists() or out.read_bytes() != exported:
         out.write_bytes(exported)
@@ -171,62 +181,125 @@ def _pool_bytes(store: Path, keys: list[str]) -> int:
     return sum(p.stat().st_size for p in pool.rglob("*.deb") if p.name in wanted) if pool.is_dir() else 0
 
 
+# Rounds of dependency closure: aptly resolves dependencies only inside one mirror, and not at all in a
+# flat one (aptly < 1.6 leaves a flat mirror without architectures), so what the merged snapshot still
+# lacks is added to every mirror's filter until nothing is missing. NVIDIA's CUDA tree is ~5 levels deep.
+MAX_ROUNDS = 8
+
+
+def _update_mirrors(
+    aptly: Aptly,
+    store: Path,
+    upstreams: list[apt_plan.Upstream],
+    query: str,
+    architectures: list[str],
+    log: Any,
+) -> None:
+    mirrors = aptly.names("mirror")
+    for upstream in upstreams:
+        keyring = pinned_keyring(store, upstream)
+        for name, dist in upstream.mirror_names():
+            what = f"upstream {upstream.name} ({upstream.url} {dist})"
+            common = [f"-keyring={keyring}", f"-filter={query}", "-filter-with-deps"]
+            if name in mirrors:
+                aptly("mirror", "edit", *common, name, what=what)
+            else:
+                # -force-components: Debian's security suite lists its components as updates/main but
+                # serves them as main/; every index is still checked against the signed Release.
+                aptly(
+                    "mirror",
+                    "create",
+                    f"-architectures={','.join(architectures)}",
+                    "-force-components",
+                    *common,
+                    name,
+                    *upstream.aptly_source(dist),
+                    what=what,
+                )
+            log(f"updating {name} ...")
+            aptly("mirror", "update", f"-keyring={keyring}", name, what=what)
+
+
+def _snapshot_round(aptly: Aptly, upstreams: list[apt_plan.Upstream], snap_id: str) -> list[str]:
+    """Snapshot every mirror and merge them into `site-<id>`; returns what it made, the merge last."""
+    made: list[str] = []
+    for upstream in upstreams:
+        for name, _ in upstream.mirror_names():
+            aptly("snapshot", "create", f"{name}-{snap_id}", "from", "mirror", name, what=f"upstream {name}")
+            made.append(f"{name}-{snap_id}")
+    site = f"{PREFIX}-{snap_id}"
+    # -no-remove: two GPU nodes may pin two driver versions (a rolling upgrade); both stay.
+    aptly("snapshot", "merge", "-no-remove", site, *made, what="merging the site snapshot")
+    return [*made, site]
+
+
+def _unmet(aptly: Aptly, snapshot: str) -> list[str]:
+    return apt_plan.parse_unmet(aptly("snapshot", "verify", snapshot, what=f"verifying {snapshot}"))
+
+
+def _check_need(
+    keys: list[str],
+    needed: list[str],
+    versioned: list[apt_plan.Requirement],
+    upstreams: list[apt_plan.Upstream],
+) -> None:
+    sources = ", ".join(f"{u.name} ({u.url} {' '.join(u.distributions)})" for u in upstreams)
+    missing = apt_plan.missing_packages(needed, {k.split("_", 1)[0] for k in keys})
+    if missing:
+        raise UserError(
+            f"package {missing[0]} is needed but no upstream has it: {sources}"
+            + (f" (and {len(missing) - 1} more: {', '.join(missing[1:6])})" if len(missing) > 1 else "")
+        )
+    present = set(keys)
+    unmet = [r for r in versioned if not r.met_by(present)]
+    if unmet:
+        r = unmet[0]
+        raise UserError(
+            f"package {r.name} {r.version} is needed ({r.why}) but no upstream has that version: {sources}"
+            + (f" (and {len(unmet) - 1} more)" if len(unmet) > 1 else "")
+        )
+
+
 def sync(
     store: Path,
     upstreams: list[apt_plan.Upstream],
     needed: list[str],
     architectures: list[str],
     log: Any = print,
+    versioned: list[apt_plan.Requirement] | None = None,
 ) -> SnapshotInfo:
-    """Mirror each upstream filtered to the need, snapshot, merge, check, publish signed, flip `current`."""
+    """Mirror each upstream filtered to the need, snapshot, merge, close dependencies across upstreams,
+    check, publish signed, flip `current`."""
+    versioned = versioned or []
     key = sitekey.ensure(store)
     aptly = Aptly(store, architectures)
-    query = apt_plan.filter_query(needed)
     snap_id = apt_plan.snapshot_id()
     if (packages_dir(store) / "snapshots" / f"{snap_id}.json").exists():
         raise UserError(f"snapshot {snap_id} exists already; sync again in a second")
     _drop_orphans(store, aptly)
-    mirrors = aptly.names("mirror")
     made: list[str] = []
+    more: list[str] = []
     try:
-        for upstream in upstreams:
-            keyring = pinned_keyring(store, upstream)
-            for name, dist in upstream.mirror_names():
-                what = f"upstream {upstream.name} ({upstream.url} {dist})"
-                common = [f"-filter={query}", "-filter-with-deps"]
-                if name in mirrors:
-                    aptly("mirror", "edit", *common, name, what=what)
-                else:
-                    arch = f"-architectures={','.join(architectures)}"
-                    # -force-components: Debian's security suite lists its components as updates/main but
-                    # serves them as main/; every index is still checked against the signed Release.
-                    aptly(
-                        "mirror",
-                        "create",
-                        f"-keyring={keyring}",
-                        arch,
-                        "-force-components",
-                        *common,
-                        name,
-                        upstream.url,
-                        dist,
-                        *upstream.components,
-                        what=what,
-                    )
-                log(f"updating {name} ...")
-                aptly("mirror", "update", f"-keyring={keyring}", name, what=what)
-                aptly("snapshot", "create", f"{name}-{snap_id}", "from", "mirror", name, what=what)
-                made.append(f"{name}-{snap_id}")
-        site = f"{PREFIX}-{snap_id}"
-        aptly("snapshot", "merge", "-latest", site, *made, what="merging the site snapshot")
-        made.append(site)
+        for _ in range(MAX_ROUNDS):
+            query = apt_plan.filter_query(needed, versioned, more)
+            _update_mirrors(aptly, store, upstreams, query, architectures, log)
+            made = _snapshot_round(aptly, upstreams, snap_id)
+            unmet = _unmet(aptly, made[-1])
+            new = [d for d in unmet if d not in more]
+            if not unmet or not new:
+                break
+            log(f"{len(new)} dependencies are in other upstreams; mirroring them too ...")
+            more = sorted({*more, *new})
+            _drop(aptly, snap_id, made, published=False)
+            made = []
+        site = made[-1]
         keys = packages_of(aptly, site)
-        missing = apt_plan.missing_packages(needed, {k.split("_", 1)[0] for k in keys})
-        if missing:
-            sources = ", ".join(f"{u.name} ({u.url} {' '.join(u.distributions)})" for u in upstreams)
+        _check_need(keys, needed, versioned, upstreams)
+        if unmet:
             raise UserError(
-                f"package {missing[0]} is needed but no upstream has it: {sources}"
-                + (f" (and {len(missing) - 1} more: {', '.join(missing[1:6])})" if len(missing) > 1 else "")
+                f"dependency {unmet[0]} of the site's packages is in no upstream: "
+                + ", ".join(u.name for u in upstreams)
+                + (f" (and {len(unmet) - 1} more: {', '.join(unmet[1:6])})" if len(unmet) > 1 else "")
             )
         log(f"publishing {snap_id} ({len(keys)} packages) ...")
         aptly(
@@ -253,7 +326,10 @@ def sync(
     )
     atomic.write_text(
         packages_dir(store) / "snapshots" / f"{snap_id}.json",
-        json.dumps({**asdict(info), "needed": needed}, indent=2),
+        json.dumps(
+            {**asdict(info), "needed": needed, "versioned": [f"{r.name}={r.version}" for r in versioned]},
+            indent=2,
+        ),
     )
     atomic.write_text(packages_dir(store) / "current", snap_id + "\n")
     info.current = True

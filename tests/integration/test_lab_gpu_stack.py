@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -82,21 +83,42 @@ def test_user_runtime_settings_are_merged_not_overwritten(lab_inventory: str, co
     assert code == 0 and again["hosts"]["gpu2"]["changed"] == 0
 
 
+def sync(inventory: str) -> None:
+    synced = CliRunner().invoke(cli, ["mirror", "packages", "sync", "-i", inventory])
+    assert synced.exit_code == 0, synced.output
+
+
 def test_driver_upgrade_and_back(lab_inventory: str, converged: dict) -> None:
+    """A rolling upgrade as a sovereign site does it: the new version pinned in the inventory, a new
+    snapshot holding both (gpu2 stays on the old one), the node converged to it, and back."""
     node = host(lab_inventory, "gpu1")
-    for version in (NEW, OLD):
-        pinned = ["-e", f"nvidia_driver_version={version}", "--limit", "gpu1"]
-        code, run = gpu_nodes(lab_inventory, *pinned, "--tags", "nvidia_driver,fabric_manager")
-        assert code == 0, run["failures"]
-        assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{version}-1"}, version
-        assert held(node) >= set(DRIVER_PACKAGES)
-        assert (
-            node.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()[0]
-            == version
-        )
-        assert node.service("nvidia-fabricmanager").is_running
-        # `apt upgrade` must not move a pinned, held driver.
-        assert "nvidia" not in node.check_output("apt-get -s upgrade | grep ^Inst || true")
+    pinned = Path(lab_inventory) / "host_vars" / "gpu1.yml"
+    pinned.parent.mkdir(exist_ok=True)
+    # Not in the site snapshot yet: the converge refuses it before any change.
+    pinned.write_text(f"nvidia_driver_version: '{NEW}'\n")
+    try:
+        code, run = gpu_nodes(lab_inventory, "--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
+        assert code == 1 and run["hosts"]["gpu1"]["changed"] == 0
+        assert any(f"{NEW} is not in the configured package sources" in f["msg"] for f in run["failures"])
+        assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
+        sync(lab_inventory)
+        for version in (NEW, OLD):
+            pinned.write_text(f"nvidia_driver_version: '{version}'\n")
+            code, run = gpu_nodes(lab_inventory, "--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
+            check_driver(node, code, run, version)
+    finally:
+        pinned.unlink(missing_ok=True)
+
+
+def check_driver(node: testinfra.host.Host, code: int, run: dict, version: str) -> None:
+    assert code == 0, run["failures"]
+    assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{version}-1"}, version
+    assert held(node) >= set(DRIVER_PACKAGES)
+    smi = node.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
+    assert smi.split()[0] == version
+    assert node.service("nvidia-fabricmanager").is_running
+    # `apt upgrade` must not move a pinned, held driver.
+    assert "nvidia" not in node.check_output("apt-get -s upgrade | grep ^Inst || true")
 
 
 INCOMPATIBLE_CUDA = f"CUDA 13.0.0 needs driver >= 580.65.06, the node gets driver {OLD}"

@@ -70,8 +70,26 @@ def test_role_default_upstreams_are_valid_and_pin_debian_keys() -> None:
     inv = model.load(paths.project_root() / "inventory" / "example")
     upstreams, arches = apt_plan.site_upstreams(inv, ROLES)
     assert arches == ["amd64"]
-    assert {u.name for u in upstreams} == {"debian", "debian-security"}
+    assert [u.name for u in upstreams] == [
+        "debian", "debian-security", "nvidia-cuda", "nvidia-container-toolkit"
+    ]  # fmt: skip
     assert all(u.key_fingerprints for u in upstreams)
+    # NVIDIA's are flat, with their keys fetched and pinned to the fingerprints NVIDIA publishes.
+    cuda = upstreams[2]
+    assert cuda.flat and cuda.mirror_names() == [("nvidia-cuda", "./")]
+    assert cuda.aptly_source("./") == [cuda.url + "/", "./"]
+    assert cuda.key_fingerprints == ("EB693B3035CD5710E231E123A4B469963BF863CC",)
+    assert upstreams[0].aptly_source("bookworm") == ["http://deb.debian.org/debian", "bookworm", "main"]
+
+
+def test_a_flat_upstream_has_no_distributions() -> None:
+    flat = {k: v for k, v in DEBIAN.items() if k != "distributions"}
+    (up,) = apt_plan.parse_upstreams([{**flat, "flat": True}], "f.yml")
+    assert up.flat and up.components == () and up.mirror_names() == [("debian", "./")]
+    with pytest.raises(UserError, match=r"f\.yml: model_mirror_apt_upstreams\[0\]\.distributions: a flat"):
+        apt_plan.parse_upstreams([{**DEBIAN, "flat": True}], "f.yml")
+    with pytest.raises(UserError, match=r"\[0\]\.flat: must be true or false"):
+        apt_plan.parse_upstreams([{**flat, "flat": "yes"}], "f.yml")
 
 
 def _inventory(tmp_path: Path, group_vars: dict[str, dict[str, object]]) -> model.Inventory:
@@ -108,6 +126,49 @@ def test_need_comes_from_roles_and_every_hosts_settings(tmp_path: Path) -> None:
     assert need == sorted(set(need))
 
 
+def test_nvidia_need_is_what_each_gpu_node_pins(tmp_path: Path) -> None:
+    inv = _inventory(
+        tmp_path,
+        {
+            "gpu_nodes": {"fabric_manager_enabled": True, "cuda_toolkit_versions": ["12.8.1", "12.4.1"]},
+            "model_mirror": {},
+        },
+    )
+    (tmp_path / "host_vars").mkdir()
+    # gpu2 is mid-upgrade: the snapshot must hold both drivers (and its fabric manager follows it).
+    (tmp_path / "host_vars" / "gpu2.yml").write_text("nvidia_driver_version: '570.133.20'\n")
+    inv = model.load(tmp_path)
+    need = {(r.name, r.version): r.why for r in apt_plan.nvidia_need(inv, ROLES)}
+    for name in ("nvidia-open", "nvidia-driver", "nvidia-kernel-open-dkms", "libnvidia-ml1", "nvidia-smi"):
+        assert need[(name, "570.124.06")] == "gpu1: nvidia_driver_version"
+        assert need[(name, "570.133.20")] == "gpu2: nvidia_driver_version"
+    assert ("nvidia-fabricmanager-570", "570.133.20") in need  # follows the driver (an alias default)
+    assert {("cuda-toolkit-12-8", "12.8.1"), ("cuda-toolkit-12-4", "12.4.1")} <= set(need)
+    toolkit = {n for n, v in need if v == "1.18.0"}
+    assert toolkit == {"nvidia-container-toolkit", "nvidia-container-toolkit-base",
+                       "libnvidia-container-tools", "libnvidia-container1"}  # fmt: skip
+    assert not any(n == "cuda-drivers" for n, _ in need)  # proprietary modules were not asked for
+    # No mirror host pins anything NVIDIA.
+    assert all(why.startswith("gpu") for why in need.values())
+
+
+def test_nvidia_need_refuses_what_is_not_a_version(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path, {"gpu_nodes": {"cuda_toolkit_versions": ["12.8"]}})
+    with pytest.raises(UserError, match=r"group_vars/gpu_nodes\.yml: cuda_toolkit_versions of gpu1: '12\.8'"):
+        apt_plan.nvidia_need(inv, ROLES)
+    inv = _inventory(tmp_path, {"gpu_nodes": {"nvidia_driver_version": "{{ lookup('env', 'V') }}"}})
+    with pytest.raises(UserError, match=r"gpu_nodes\.yml: nvidia_driver_version of gpu1 must be a version"):
+        apt_plan.nvidia_need(inv, ROLES)
+
+
+def test_a_kernel_the_inventory_names_brings_its_headers(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path, {"gpu_nodes": {"nvidia_driver_kernel_release": "6.1.0-28-amd64"}})
+    assert "linux-headers-6.1.0-28-amd64" in apt_plan.needed_packages(inv, ROLES)
+    # The default is the host's fact, unknown before the host is read: not guessed.
+    inv = _inventory(tmp_path, {"gpu_nodes": {}})
+    assert not any(n.startswith("linux-headers-") for n in apt_plan.needed_packages(inv, ROLES))
+
+
 def test_a_bad_package_name_in_the_inventory_is_refused(tmp_path: Path) -> None:
     inv = _inventory(tmp_path, {"all": {"base_extra_packages": ["Bad Name"]}})
     with pytest.raises(UserError, match="'Bad Name' is not a Debian package name"):
@@ -117,6 +178,26 @@ def test_a_bad_package_name_in_the_inventory_is_refused(tmp_path: Path) -> None:
 def test_filter_holds_the_base_system_and_the_need() -> None:
     assert apt_plan.filter_query(["curl", "nginx"]) == "Priority (required) | curl | nginx"
     assert apt_plan.missing_packages(["curl", "gone"], {"curl", "libc6"}) == ["gone"]
+    pinned = apt_plan.Requirement("nvidia-smi", "570.124.06", "gpu1: nvidia_driver_version")
+    query = apt_plan.filter_query(["curl"], [pinned], ["dkms (>= 3.0)"])
+    assert query == "Priority (required) | curl | (nvidia-smi, $Version (% 570.124.06-*)) | dkms (>= 3.0)"
+    # A version is met by NVIDIA's revision of it, never by a longer version that starts the same.
+    assert pinned.met_by({"nvidia-smi_570.124.06-1_amd64"})
+    assert not pinned.met_by({"nvidia-smi_570.124.061-1_amd64", "nvidia-smi_570.133.20-1_amd64"})
+
+
+def test_unmet_dependencies_are_read_from_aptly_verify() -> None:
+    report = (
+        "Loading packages...\nVerifying...\nMissing dependencies (3):\n"
+        "  libnvidia-ml1 (= 570.124.06-1) [amd64]\n  dkms [amd64]\n  dkms [amd64]\n"
+        "  perl-base (= 5.36.0-7+deb12u3) [amd64]\n"
+    )
+    assert apt_plan.parse_unmet(report) == [
+        "dkms",
+        "libnvidia-ml1 (= 570.124.06-1)",
+        "perl-base (= 5.36.0-7+deb12u3)",
+    ]
+    assert apt_plan.parse_unmet("Loading packages...\nVerifying...\nAll dependencies are satisfied.\n") == []
 
 
 def test_prune_keeps_the_newest_and_never_the_current() -> None:

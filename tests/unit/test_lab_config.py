@@ -9,6 +9,7 @@ from sovinfra.inventory import model, site
 from sovinfra.lab import config, network, nvidia_repo
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState
+from sovinfra.mirror import apt_plan
 
 
 def test_plan_has_one_mirror_and_n_gpu_nodes() -> None:
@@ -59,3 +60,18 @@ def test_air_gapped_inventory_has_no_proxy_and_the_snapshot(tmp_path: Path) -> N
     assert "base_apt_proxy_url" not in written and "base_apt_proxy_direct_hosts" not in written
     # The snapshot also holds what the lab's base image was built with.
     assert set(config.BASE_PACKAGES) <= set(written["model_mirror_apt_packages"])
+    # NVIDIA's upstreams are the stand-ins, served on this machine's loopback only; Debian's stay the
+    # site default's; the result is a declaration the sync accepts.
+    upstreams = apt_plan.parse_upstreams(written["model_mirror_apt_upstreams"], "all.yml")
+    assert [u.name for u in upstreams] == [
+        "debian",
+        "debian-security",
+        "nvidia-cuda",
+        "nvidia-container-toolkit",
+    ]
+    cuda = upstreams[2]
+    assert cuda.flat and cuda.url == f"http://127.0.0.1:{config.NVIDIA_UPSTREAM_PORT}/{nvidia_repo.CUDA_REPO}"
+    assert cuda.key_fingerprints == (repos.fingerprint,)
+    assert upstreams[0].url == "http://deb.debian.org/debian"
+    # No tree beside the snapshot, no repository of NVIDIA's own on the hosts.
+    assert "model_mirror_package_trees" not in written and "nvidia_repo_key_url" not in written
