@@ -90,7 +90,8 @@ def sync(inventory: str) -> None:
 
 def test_driver_upgrade_and_back(lab_inventory: str, converged: dict) -> None:
     """A rolling upgrade as a sovereign site does it: the new version pinned in the inventory, a new
-    snapshot holding both (gpu2 stays on the old one), the node converged to it, and back."""
+    snapshot holding both (gpu2 stays on the old one) made the hosts' source, the node converged to it,
+    and back."""
     node = host(lab_inventory, "gpu1")
     pinned = Path(lab_inventory) / "host_vars" / "gpu1.yml"
     pinned.parent.mkdir(exist_ok=True)
@@ -101,7 +102,10 @@ def test_driver_upgrade_and_back(lab_inventory: str, converged: dict) -> None:
         assert code == 1 and run["hosts"]["gpu1"]["changed"] == 0
         assert any(f"{NEW} is not in the configured package sources" in f["msg"] for f in run["failures"])
         assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
+        # The new snapshot, shipped to the mirror and made apt's source (base), then the upgrade.
         sync(lab_inventory)
+        based = CliRunner().invoke(cli, ["apply", "base", "-i", lab_inventory])
+        assert based.exit_code == 0, based.output
         for version in (NEW, OLD):
             pinned.write_text(f"nvidia_driver_version: '{version}'\n")
             code, run = gpu_nodes(lab_inventory, "--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
