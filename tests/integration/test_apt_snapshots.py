@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -244,3 +246,77 @@ def test_tampered_or_cut_bundle_is_refused_and_resumes(
     result = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(target)])
     assert result.exit_code == 0, result.output
     assert _files(target) == _files(store)
+
+
+@pytest.fixture(scope="module")
+def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan.Upstream]:
+    """A signed flat repository in NVIDIA's layout, served over http on loopback: two versions of a driver
+    whose packages depend on each other at their exact version and on Debian's `hello`."""
+    from sovinfra.lab import nvidia_repo
+
+    root = tmp_path_factory.mktemp("flat")
+    repo, home = root / "repo", root / "gnupg"
+    repo.mkdir()
+    for version in ("1.0-1", "2.0-1"):
+        for pkg in (
+            nvidia_repo.Package(
+                "fake-driver", version, "driver", depends=(f"fake-lib (= {version})", "hello")
+            ),
+            nvidia_repo.Package("fake-lib", version, "library"),
+        ):
+            nvidia_repo.build_deb(pkg, repo, epoch=1_700_000_000)
+    fingerprint = nvidia_repo.signing_key(home)
+    nvidia_repo.index_repo(repo, home, fingerprint, "flat test")
+    sitekey.stop_agent(home)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(repo), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        entry = {
+            "name": "vendor",
+            "url": f"http://127.0.0.1:{port}",
+            "flat": True,
+            "keyring": str(repo / nvidia_repo.key_file_name(fingerprint)),  # an armored key file
+            "key_fingerprints": [fingerprint],
+        }
+        yield apt_plan.parse_upstreams([entry], "test")[0]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstreams(
+    tmp_path: Path, flat_upstream: apt_plan.Upstream
+) -> None:
+    store = tmp_path / "store"
+    pinned = [apt_plan.Requirement("fake-driver", "1.0", "gpu1: nvidia_driver_version")]
+    info = apt_snapshots.sync(
+        store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=pinned
+    )
+    keys = set(apt_snapshots.packages_of(apt_snapshots.Aptly(store), f"site-{info.id}"))
+    # The pinned version and its own dependency at the same version (aptly 1.5 resolves none in a flat
+    # mirror), and `hello`, which only Debian has: the closure crossed upstreams.
+    assert {"fake-driver_1.0-1_amd64", "fake-lib_1.0-1_amd64"} <= keys
+    assert not any(k.startswith(("fake-driver_2.0", "fake-lib_2.0")) for k in keys)
+    assert any(k.startswith("hello_") for k in keys)
+    assert info.upstreams == ["debian-bookworm", "vendor"]
+    verified = apt_snapshots.Aptly(store)("snapshot", "verify", f"site-{info.id}", what="verify")
+    assert "All dependencies are satisfied" in verified
+    # A version the upstream lacks is named with the setting that asked for it; nothing is published.
+    gone = [apt_plan.Requirement("fake-driver", "3.0", "gpu2: nvidia_driver_version")]
+    with pytest.raises(UserError, match=r"fake-driver 3\.0 is needed \(gpu2: nvidia_driver_version\)"):
+        apt_snapshots.sync(
+            store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=gone
+        )
+    assert apt_snapshots.current(store) == info.id and len(apt_snapshots.listing(store)) == 1
