@@ -53,8 +53,10 @@ def test_lock_records_the_site_and_is_stable(lab_inventory: str, locked: Path) -
     assert gpu["hosts"] == ["gpu1", "gpu2"] and doc["classes"]["model_mirror"]["hosts"] == ["mirror1"]
     assert gpu["nvidia"]["driver"]["resolved"].startswith(gpu["nvidia"]["driver"]["requested"])
     assert "nvidia-driver" in gpu["holds"]
-    # Debian packages carry the sha256 of the .deb the snapshot holds.
+    # Debian's packages and NVIDIA's carry the sha256 of the .deb the snapshot holds.
     assert len(gpu["packages"]["libc6"]["sha256"]) == 64
+    assert len(gpu["packages"]["nvidia-driver"]["sha256"]) == 64
+    assert len(gpu["packages"]["nvidia-container-toolkit"]["sha256"]) == 64
     [pin] = gpu["models"]
     assert doc["models"][pin] and all(len(sha) == 64 for sha in doc["models"][pin].values())
     assert any(u.startswith("sovinfra-inference-tiny") for u in doc["hosts"]["gpu1"]["units"])
