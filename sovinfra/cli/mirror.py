@@ -303,9 +303,14 @@ def _snapshot_rows(rows: list[Any]) -> list[dict[str, Any]]:
 
 @packages.command("sync")
 @click.option("-i", "--inventory", "inventory", help="the site's inventory (its package need and upstreams)")
+@click.option(
+    "--installed",
+    is_flag=True,
+    help="also hold every package the inventory's hosts have installed (read over ssh; all must answer)",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @store_option
-def packages_sync(inventory: str | None, as_json: bool, store_path: Path) -> None:
+def packages_sync(inventory: str | None, installed: bool, as_json: bool, store_path: Path) -> None:
     """Mirror the upstreams filtered to what the site installs; publish a new signed snapshot as current."""
     from sovinfra import paths
     from sovinfra.inventory import site
@@ -316,11 +321,29 @@ def packages_sync(inventory: str | None, as_json: bool, store_path: Path) -> Non
     upstreams, arches = apt_plan.site_upstreams(inv, roles_dir)
     needed = apt_plan.needed_packages(inv, roles_dir)
     versioned = apt_plan.nvidia_need(inv, roles_dir)
+    if installed:
+        needed = sorted({*needed, *apt_plan.installed_need(_installed(inv), versioned)})
     info = apt_snapshots.sync(store_path, upstreams, needed, arches, _log, versioned=versioned)
     if as_json:
         click.echo(json.dumps(_snapshot_rows([info])[0]))
     else:
         click.echo(f"published {info.id}: {info.packages} packages, {info.bytes} bytes (current)")
+
+
+def _installed(inv: Any) -> dict[str, dict[str, Any]]:
+    """{host: {package: versions}} of every inventory host; one that does not answer is an error."""
+    from pyinfra.facts.deb import DebPackages
+
+    from sovinfra.fleet.connection import read_all
+
+    reads = read_all(inv, sorted(inv.hosts), DebPackages)
+    silent = sorted(h for h, r in reads.items() if not r.reachable)
+    if silent:
+        raise UserError(
+            f"--installed: {', '.join(silent)} did not answer ({reads[silent[0]].error}); "
+            "their packages cannot be read"
+        )
+    return {h: r.value or {} for h, r in reads.items()}
 
 
 @packages.command("ls")

@@ -243,6 +243,15 @@ def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
     return sorted(need.values(), key=lambda r: (r.name, r.version))
 
 
+def installed_need(installed: dict[str, dict[str, Any]], versioned: list[Requirement]) -> list[str]:
+    """What the hosts have installed ({host: {package: versions}}, as pyinfra's DebPackages reads it), so a
+    host rebuilt from the snapshot can have all of it back; names pinned at a version are left to their
+    pins (a name alone would take every version NVIDIA publishes)."""
+    pinned = {r.name for r in versioned}
+    names = {name.split(":")[0] for packages in installed.values() for name in packages} - pinned
+    return sorted(n for n in names if PACKAGE_NAME.match(n))
+
+
 def filter_query(
     packages: list[str], versioned: list[Requirement] | tuple[()] = (), more: list[str] | tuple[()] = ()
 ) -> str:

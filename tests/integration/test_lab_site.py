@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from sovinfra.cli import cli
 from sovinfra.lab import config, hosts, manager
 from sovinfra.lab.state import LabState
+from sovinfra.mirror import apt_snapshots
 
 pytestmark = pytest.mark.lab
 
@@ -94,6 +96,27 @@ def test_lab_hosts_are_air_gapped(node: testinfra.host.Host, lab: LabState, conv
     # What the site needs is there; what it does not need is not (the snapshot is filtered to the need).
     assert node.run("apt-get -q -y -d --reinstall install curl").rc == 0
     assert node.run("apt-cache show cowsay").rc != 0
+
+
+def test_a_snapshot_holds_everything_the_hosts_run(
+    lab_inventory: str, converged: dict, tmp_path: Path
+) -> None:
+    """`--installed`: a host rebuilt from the snapshot can have back every package it runs, NVIDIA's
+    (at their pinned versions) included. Synced into a store of its own: the lab's current stays."""
+    store = tmp_path / "store"
+    synced = CliRunner().invoke(
+        cli,
+        ["mirror", "packages", "sync", "-i", lab_inventory, "--installed", "--json", "--store", str(store)],
+    )
+    assert synced.exit_code == 0, synced.output
+    snap = json.loads(synced.stdout.strip().splitlines()[-1])["id"]
+    held = {k.split("_", 1)[0] for k in apt_snapshots.packages_of(apt_snapshots.Aptly(store), f"site-{snap}")}
+    for name in ("gpu1", "mirror1"):
+        node = testinfra.get_host(f"ansible://{name}", ansible_inventory=f"{lab_inventory}/hosts.yml")
+        listing = node.check_output("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n'").splitlines()
+        running = {line.split()[1] for line in listing if line.split()[0][1:2] == "i"}
+        assert {"libc6", "openssh-server"} <= running
+        assert running <= held, sorted(running - held)
 
 
 def test_facts_through_pyinfra(lab_inventory: str) -> None:

@@ -302,3 +302,16 @@ def test_gpgv_shim_on_real_signatures(tmp_path: Path) -> None:
     release.write_text("Origin: tampered\n")
     rc, status = _shim(["--keyring", str(pinned), str(sig), str(release)])
     assert rc != 0 and b"BADSIG" in status
+
+
+def test_installed_packages_join_the_need_but_pinned_names_stay_pinned() -> None:
+    installed = {
+        "gpu1": {
+            "libc6": {"2.36-9+deb12u9"},
+            "nvidia-driver": {"570.124.06-1"},
+            "libgcc-s1:amd64": {"12.2.0-14"},
+        },
+        "mirror1": {"nginx": {"1.22.1-9"}},
+    }
+    pinned = [apt_plan.Requirement("nvidia-driver", "570.124.06", "gpu1: nvidia_driver_version")]
+    assert apt_plan.installed_need(installed, pinned) == ["libc6", "libgcc-s1", "nginx"]
