@@ -122,8 +122,12 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
         code, out = run("apply", "-i", lab_inventory, "--check", "--json")
         assert code == 0, out
         planned = {(c["host"], c["task"].split(" : ")[-1]) for c in json.loads(out)["changes"]}
-        # The lock was written after the last converge: its pins are pending on every host.
+        # The lock was written after the last converge: its pins are pending on every host, and its
+        # hash lists on every engine host.
         pins = {(h, "Pin the locked package versions") for h in ("gpu1", "gpu2", "mirror1")}
+        pins |= {
+            (h, "Write each locked engine venv's distributions with their hashes") for h in ("gpu1", "gpu2")
+        }
         assert planned == pins | {
             ("gpu2", "Apt mark hold nvidia-open, nvidia-driver, nvidia-kernel-open-dkms, libnvidia-ml1, "
                      "nvidia-smi, nvidia-persistenced"),
@@ -185,6 +189,14 @@ def test_dr_drill_a_wiped_gpu_node_is_rebuilt_from_the_lock(lab_inventory: str, 
     ]  # fmt: skip
     assert record["ok"] and record["packages_snapshot"] == schema.load(locked)["packages_snapshot"]
     assert list((Path(lab_inventory) / "rebuilds").glob("gpu2-*.json"))
+    # The engine venv came back hash-checked: every distribution the lock holds, by sha256, and no other.
+    [(venv, dists)] = [
+        (v, d) for v, d in schema.load(locked)["classes"][GPU]["venvs"].items() if "engines" in v
+    ]
+    wanted = gpu2.file(f"{venv}.requirements").content_string
+    for name, dist in dists.items():
+        if name not in ("pip", "setuptools", "wheel"):
+            assert f"{name}=={dist['version']} --hash=sha256:{dist['sha256']}" in wanted, name
     code, out = run("drift", "-i", lab_inventory)  # every host, gpu2 included, matches the lock
     assert code == 0, out
     assert manager.egress_packets() == egress == 0  # from the site's mirror alone
