@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-
 from sovinfra import paths
-from sovinfra.errors import UserError
 from sovinfra.lab import config, processes
 
 MARK = "sovinfra-lab-acng"
@@ -35,38 +30,21 @@ def _conf_text(gateway: str) -> str:
     )
 
 
-def _answers(gateway: str) -> bool:
-    try:
-        with socket.create_connection((gateway, config.APT_PROXY_PORT), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def ensure(gateway: str, pid: int) -> int:
     """Start the proxy unless ours already runs; return its pid."""
-    if processes.alive(pid, MARK) and _answers(gateway):
+    if processes.alive(pid, MARK) and processes.answers(gateway, config.APT_PROXY_PORT):
         return pid
     processes.stop(pid, MARK)
     conf_dir = paths.lab_dir() / MARK
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "acng.conf").write_text(_conf_text(gateway))
-    log = (paths.lab_dir() / "apt-proxy.log").open("ab")
-    proc = subprocess.Popen(
+    return processes.start_daemon(
         ["apt-cacher-ng", "-c", str(conf_dir)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        paths.lab_dir() / "apt-proxy.log",
+        gateway,
+        config.APT_PROXY_PORT,
+        "apt-cacher-ng",
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"apt-cacher-ng exited ({proc.returncode}); see {paths.lab_dir()}/apt-proxy.log")
-        if _answers(gateway):
-            return proc.pid
-        time.sleep(0.2)
-    raise UserError(f"apt-cacher-ng did not answer on {gateway}:{config.APT_PROXY_PORT} within 15 s")
 
 
 def stop(pid: int) -> None:

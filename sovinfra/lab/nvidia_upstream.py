@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import functools
 import http.server
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sovinfra import paths
-from sovinfra.errors import UserError
 from sovinfra.lab import config, processes
 
 MARK = "sovinfra.lab.nvidia_upstream"
@@ -23,38 +19,22 @@ def url(sub: str) -> str:
     return f"http://127.0.0.1:{config.NVIDIA_UPSTREAM_PORT}/{sub}"
 
 
-def _answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", config.NVIDIA_UPSTREAM_PORT), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def ensure(root: Path, pid: int) -> int:
     """Serve `root` unless ours already serves it; return the server's pid."""
-    if processes.alive(pid, MARK) and str(root) in processes.cmdline(pid) and _answers():
+    if (
+        processes.alive(pid, MARK)
+        and str(root) in processes.cmdline(pid)
+        and processes.answers("127.0.0.1", config.NVIDIA_UPSTREAM_PORT)
+    ):
         return pid
     stop(pid)
-    with (paths.lab_dir() / "nvidia-upstream.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", MARK, str(root), str(config.NVIDIA_UPSTREAM_PORT)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(
-                f"the stand-in NVIDIA server exited ({proc.returncode}); "
-                f"see {paths.lab_dir()}/nvidia-upstream.log"
-            )
-        if _answers():
-            return proc.pid
-        time.sleep(0.1)
-    raise UserError(f"the stand-in NVIDIA server did not answer on 127.0.0.1:{config.NVIDIA_UPSTREAM_PORT}")
+    return processes.start_daemon(
+        [sys.executable, "-m", MARK, str(root), str(config.NVIDIA_UPSTREAM_PORT)],
+        paths.lab_dir() / "nvidia-upstream.log",
+        "127.0.0.1",
+        config.NVIDIA_UPSTREAM_PORT,
+        "the stand-in NVIDIA server",
+    )
 
 
 def stop(pid: int) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from sovinfra.errors import UserError
 
 
 def cmdline(pid: int) -> list[str]:
@@ -66,3 +70,28 @@ def reap_children() -> None:
             return
         if pid == 0:
             return
+
+
+def answers(address: str, port: int) -> bool:
+    """True when something accepts TCP connections on address:port."""
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_daemon(argv: list[str], log: Path, address: str, port: int, what: str, timeout: float = 15) -> int:
+    """Start a lab service in its own session, logging to `log`; its pid once it answers on address:port."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"{what} exited ({proc.returncode}); see {log}")
+        if answers(address, port):
+            return proc.pid
+        time.sleep(0.1)
+    raise UserError(f"{what} did not answer on {address}:{port} within {timeout:.0f} s")
