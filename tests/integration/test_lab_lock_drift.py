@@ -200,3 +200,34 @@ def test_dr_drill_a_wiped_gpu_node_is_rebuilt_from_the_lock(lab_inventory: str, 
     code, out = run("drift", "-i", lab_inventory)  # every host, gpu2 included, matches the lock
     assert code == 0, out
     assert manager.egress_packets() == egress == 0  # from the site's mirror alone
+
+
+def test_dr_drill_the_mirror_host_restored_from_the_offline_bundle(
+    lab_inventory: str, locked: Path, tmp_path: Path
+) -> None:
+    """The mirror host's disk dies and the control store with it: the offline bundle, imported into an
+    empty store, brings the mirror host back, and a GPU node is then rebuilt from the restored mirror."""
+    from sovinfra.lab import manager
+
+    egress = manager.egress_packets()
+    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    bundle, restored = tmp_path / "bundle", tmp_path / "restored"
+    code, out = run("mirror", "export", str(bundle), "--store", str(store))
+    assert code == 0, out
+    code, out = run("mirror", "import", str(bundle), "--store", str(restored))
+    assert code == 0, out
+    # The site from the restored store only: the inventory (and its lock) with site_store pointing there.
+    copy = tmp_path / "inventory"
+    shutil.copytree(lab_inventory, copy)
+    settings = yaml.safe_load((copy / "group_vars" / "all.yml").read_text())
+    (copy / "group_vars" / "all.yml").write_text(yaml.safe_dump({**settings, "site_store": str(restored)}))
+    for name in ("mirror1", "gpu1"):
+        manager.wipe(name, log=lambda _m: None)
+        code, out = run("rebuild", name, "-i", str(copy), "--yes", "--json")
+        record = json.loads(out[out.index("{") :]) if "{" in out else {}
+        assert code == 0 and record["ok"], out[-5000:]
+    mirror1 = host(lab_inventory, "mirror1")
+    assert mirror1.service("nginx").is_running
+    code, out = run("drift", "-i", str(copy))  # every host matches the lock, the mirror's packages included
+    assert code == 0, out
+    assert manager.egress_packets() == egress == 0
