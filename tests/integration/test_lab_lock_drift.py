@@ -208,6 +208,7 @@ def test_dr_drill_the_mirror_host_restored_from_the_offline_bundle(
     """The mirror host's disk dies and the control store with it: the offline bundle, imported into an
     empty store, brings the mirror host back, and a GPU node is then rebuilt from the restored mirror."""
     from sovinfra.lab import manager
+    from sovinfra.lab import model as lab_model
 
     egress = manager.egress_packets()
     store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
@@ -223,7 +224,9 @@ def test_dr_drill_the_mirror_host_restored_from_the_offline_bundle(
     (copy / "group_vars" / "all.yml").write_text(yaml.safe_dump({**settings, "site_store": str(restored)}))
     for name in ("mirror1", "gpu1"):
         manager.wipe(name, log=lambda _m: None)
-        code, out = run("rebuild", name, "-i", str(copy), "--yes", "--json")
+        # A copy of the lab's inventory is not the lab's: its vaulted API key needs the password named.
+        vault = ["--vault-password-file", str(lab_model.vault_password_file())]
+        code, out = run("rebuild", name, "-i", str(copy), "--yes", "--json", *vault)
         record = json.loads(out[out.index("{") :]) if "{" in out else {}
         assert code == 0 and record["ok"], out[-5000:]
     mirror1 = host(lab_inventory, "mirror1")
