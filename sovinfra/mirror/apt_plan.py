@@ -10,7 +10,9 @@ at the exact versions the GPU nodes pin (`nvidia_need`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,10 +211,7 @@ def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
         need.setdefault((name, version), Requirement(name, version, f"{host}: {key}"))
 
     for host in sorted(inv.hosts_in("gpu_nodes")):
-
-        def setting(key: str, host: str = host) -> Any:
-            return defaults.setting(inv, roles_dir, host, key)
-
+        setting = functools.partial(defaults.setting, inv, roles_dir, host)
         driver = _pinned(inv, roles_dir, host, "nvidia_driver_version")
         modules = setting("nvidia_driver_kernel_modules")
         if modules not in driver_names:
@@ -234,6 +233,9 @@ def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
             fabric = _pinned(inv, roles_dir, host, "fabric_manager_version")
             branch = setting("nvidia_driver_branch")
             branch = str(branch) if branch and "{{" not in str(branch) else fabric.split(".")[0]
+            if not branch.isdigit():
+                where = model.var_file(inv, host, "nvidia_driver_branch")
+                raise UserError(f"{where}: nvidia_driver_branch of {host}: {branch!r} is not a branch number")
             # NVIDIA's names (fabric_manager's install task): branch-suffixed below 580.
             name = f"nvidia-fabricmanager-{branch}" if int(branch) < 580 else "nvidia-fabricmanager"
             add(name, fabric, host, "fabric_manager_version")
@@ -252,9 +254,7 @@ def installed_need(installed: dict[str, dict[str, Any]], versioned: list[Require
     return sorted(n for n in names if PACKAGE_NAME.match(n))
 
 
-def filter_query(
-    packages: list[str], versioned: list[Requirement] | tuple[()] = (), more: list[str] | tuple[()] = ()
-) -> str:
+def filter_query(packages: list[str], versioned: Sequence[Requirement] = (), more: Sequence[str] = ()) -> str:
     """aptly's filter for the site's need: the named packages, the pinned versions, the base system
     (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one)."""
     return " | ".join(["Priority (required)", *packages, *(r.query() for r in versioned), *more])

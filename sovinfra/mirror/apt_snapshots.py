@@ -189,7 +189,7 @@ MAX_ROUNDS = 8
 
 def _update_mirrors(
     aptly: Aptly,
-    store: Path,
+    keyrings: dict[str, Path],
     upstreams: list[apt_plan.Upstream],
     query: str,
     architectures: list[str],
@@ -197,7 +197,7 @@ def _update_mirrors(
 ) -> None:
     mirrors = aptly.names("mirror")
     for upstream in upstreams:
-        keyring = pinned_keyring(store, upstream)
+        keyring = keyrings[upstream.name]
         for name, dist in upstream.mirror_names():
             what = f"upstream {upstream.name} ({upstream.url} {dist})"
             common = [f"-keyring={keyring}", f"-filter={query}", "-filter-with-deps"]
@@ -280,13 +280,14 @@ def sync(
     made: list[str] = []
     more: list[str] = []
     try:
-        for _ in range(MAX_ROUNDS):
+        keyrings = {u.name: pinned_keyring(store, u) for u in upstreams}
+        for rounds in range(1, MAX_ROUNDS + 1):
             query = apt_plan.filter_query(needed, versioned, more)
-            _update_mirrors(aptly, store, upstreams, query, architectures, log)
+            _update_mirrors(aptly, keyrings, upstreams, query, architectures, log)
             made = _snapshot_round(aptly, upstreams, snap_id)
             unmet = _unmet(aptly, made[-1])
             new = [d for d in unmet if d not in more]
-            if not unmet or not new:
+            if not new or rounds == MAX_ROUNDS:
                 break
             log(f"{len(new)} dependencies are in other upstreams; mirroring them too ...")
             more = sorted({*more, *new})
@@ -297,7 +298,8 @@ def sync(
         _check_need(keys, needed, versioned, upstreams)
         if unmet:
             raise UserError(
-                f"dependency {unmet[0]} of the site's packages is in no upstream: "
+                f"dependency {unmet[0]} of the site's packages is in no upstream "
+                f"({rounds} round(s) of mirroring): "
                 + ", ".join(u.name for u in upstreams)
                 + (f" (and {len(unmet) - 1} more: {', '.join(unmet[1:6])})" if len(unmet) > 1 else "")
             )

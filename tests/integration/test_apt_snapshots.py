@@ -263,6 +263,7 @@ def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan
                 "fake-driver", version, "driver", depends=(f"fake-lib (= {version})", "hello")
             ),
             nvidia_repo.Package("fake-lib", version, "library"),
+            nvidia_repo.Package("fake-broken", version, "broken", depends=("no-such-package-anywhere",)),
         ):
             nvidia_repo.build_deb(pkg, repo, epoch=1_700_000_000)
     fingerprint = nvidia_repo.signing_key(home)
@@ -318,5 +319,14 @@ def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstr
     with pytest.raises(UserError, match=r"fake-driver 3\.0 is needed \(gpu2: nvidia_driver_version\)"):
         apt_snapshots.sync(
             store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=gone
+        )
+    assert apt_snapshots.current(store) == info.id and len(apt_snapshots.listing(store)) == 1
+    # A dependency no upstream has: named, nothing published.
+    broken = [apt_plan.Requirement("fake-broken", "1.0", "gpu2: nvidia_driver_version")]
+    with pytest.raises(
+        UserError, match=r"dependency no-such-package-anywhere of the site's packages is in no"
+    ):
+        apt_snapshots.sync(
+            store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=broken
         )
     assert apt_snapshots.current(store) == info.id and len(apt_snapshots.listing(store)) == 1
