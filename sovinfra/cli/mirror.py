@@ -6,11 +6,14 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sovinfra.errors import UserError
+
+if TYPE_CHECKING:
+    from sovinfra.inventory import model
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_STORE = "/var/lib/sovinfra/mirror"
@@ -330,7 +333,7 @@ def packages_sync(inventory: str | None, installed: bool, as_json: bool, store_p
         click.echo(f"published {info.id}: {info.packages} packages, {info.bytes} bytes (current)")
 
 
-def _installed(inv: Any) -> dict[str, dict[str, Any]]:
+def _installed(inv: model.Inventory) -> dict[str, dict[str, Any]]:
     """{host: {package: versions}} of every inventory host; one that does not answer is an error."""
     from pyinfra.facts.deb import DebPackages
 
