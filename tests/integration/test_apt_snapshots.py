@@ -288,7 +288,8 @@ def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan
             "name": "vendor",
             "url": f"http://127.0.0.1:{port}",
             "flat": True,
-            "keyring": str(repo / nvidia_repo.key_file_name(fingerprint)),  # an armored key file
+            # The key from the vendor's server, as NVIDIA publishes its own (the lab uses a key file).
+            "keyring": f"http://127.0.0.1:{port}/{nvidia_repo.key_file_name(fingerprint)}",
             "key_fingerprints": [fingerprint],
         }
         yield apt_plan.parse_upstreams([entry], "test")[0]

@@ -315,3 +315,17 @@ def test_installed_packages_join_the_need_but_pinned_names_stay_pinned() -> None
     }
     pinned = [apt_plan.Requirement("nvidia-driver", "570.124.06", "gpu1: nvidia_driver_version")]
     assert apt_plan.installed_need(installed, pinned) == ["libc6", "libgcc-s1", "nginx"]
+
+
+def test_a_key_url_that_does_not_answer_is_named(tmp_path: Path) -> None:
+    from sovinfra.mirror import apt_snapshots
+
+    flat = {k: v for k, v in DEBIAN.items() if k != "distributions"}
+    (up,) = apt_plan.parse_upstreams([{**flat, "flat": True, "keyring": "http://127.0.0.1:9/key.pub"}], "f")
+    with pytest.raises(
+        UserError, match=r"upstream debian: keyring http://127\.0\.0\.1:9/key\.pub: cannot fetch"
+    ):
+        apt_snapshots.pinned_keyring(tmp_path, up)
+    (up,) = apt_plan.parse_upstreams([{**DEBIAN, "keyring": str(tmp_path / "none.gpg")}], "f")
+    with pytest.raises(UserError, match=r"keyring .*none\.gpg does not exist"):
+        apt_snapshots.pinned_keyring(tmp_path, up)
