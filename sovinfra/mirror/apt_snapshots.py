@@ -183,7 +183,7 @@ def _pool_bytes(store: Path, keys: list[str]) -> int:
 
 # Rounds of dependency closure: aptly resolves dependencies only inside one mirror, and not at all in a
 # flat one (aptly < 1.6 leaves a flat mirror without architectures), so what the merged snapshot still
-# lacks is added to every mirror's filter until nothing is missing. NVIDIA's CUDA tree is ~5 levels deep.
+# lacks is added to every mirror's filter until nothing is missing (a round per level aptly left open).
 MAX_ROUNDS = 8
 
 
@@ -228,7 +228,9 @@ def _snapshot_round(aptly: Aptly, upstreams: list[apt_plan.Upstream], snap_id: s
             aptly("snapshot", "create", f"{name}-{snap_id}", "from", "mirror", name, what=f"upstream {name}")
             made.append(f"{name}-{snap_id}")
     site = f"{PREFIX}-{snap_id}"
-    # -no-remove: two GPU nodes may pin two driver versions (a rolling upgrade); both stay.
+    # -no-remove: two GPU nodes may pin two driver versions (a rolling upgrade); both stay. And a suite's
+    # packages can depend on the exact version of another suite that a newer one supersedes (tried:
+    # newest-wins merging of Debian's suites leaves `perl-base (= 5.36.0-7+deb12u3)` unmet).
     aptly("snapshot", "merge", "-no-remove", site, *made, what="merging the site snapshot")
     return [*made, site]
 
