@@ -1,4 +1,5 @@
-"""`sovinfra mirror`: the internal model mirror (import, ls, verify, export, serve --dev) and wheelhouse."""
+"""`sovinfra mirror`: the internal model mirror (import, ls, verify, export, serve --dev), wheelhouse,
+package snapshots and container images."""
 
 from __future__ import annotations
 
@@ -377,3 +378,80 @@ def packages_prune(keep: int, as_json: bool, store_path: Path) -> None:
         click.echo(json.dumps({"dropped": dropped}))
     else:
         click.echo("\n".join(f"dropped {i}" for i in dropped) or "nothing to prune")
+
+
+@mirror.group()
+def images() -> None:
+    """Container images by digest, served to nodes by the mirror host's registry (their names unchanged)."""
+
+
+def _image_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    return [{**asdict(r), "reference": r.reference} for r in rows]
+
+
+@images.command("add")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--name", help="REGISTRY/REPO[:TAG] for an archive that does not name its image (one source)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def images_add(sources: tuple[str, ...], name: str | None, as_json: bool, store_path: Path) -> None:
+    """Add SOURCES (OCI or docker archives, or registry references) with every platform and digest kept."""
+    from sovinfra.mirror import images as site_images
+
+    if name and len(sources) > 1:
+        raise UserError("--name names one image: give one source with it")
+    added = [site_images.add(store_path, source, name, _log) for source in sources]
+    if as_json:
+        click.echo(json.dumps(_image_rows(added), indent=2))
+        return
+    for image in added:
+        click.echo(f"added {image.reference}" + (f" ({image.tag})" if image.tag else ""))
+
+
+@images.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def images_ls(as_json: bool, store_path: Path) -> None:
+    """List the site's images: reference by digest, tag, platforms."""
+    from sovinfra.mirror import images as site_images
+
+    rows = site_images.records(store_path)
+    if as_json:
+        click.echo(json.dumps(_image_rows(rows), indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r.reference}  {r.tag or '-'}  {','.join(sorted(r.platforms))}")
+
+
+@images.command("rm")
+@click.argument("references", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def images_rm(references: tuple[str, ...], as_json: bool, store_path: Path) -> None:
+    """Remove images (NAME, NAME:TAG or NAME@DIGEST) and the blobs no other image uses."""
+    from sovinfra.mirror import images as site_images
+
+    gone = [image for ref in references for image in site_images.remove(store_path, ref)]
+    if as_json:
+        click.echo(json.dumps(_image_rows(gone), indent=2))
+        return
+    for image in gone:
+        click.echo(f"removed {image.reference}")
+
+
+@images.command("push")
+@click.option("--registry", required=True, help="HOST:PORT of the registry to fill (plain HTTP: its loopback)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@store_option
+def images_push(registry: str, as_json: bool, store_path: Path) -> None:
+    """Make the registry hold exactly the store's images: push the missing, delete what no record names."""
+    from sovinfra.mirror import images as site_images
+
+    result = site_images.sync_registry(store_path, registry, _log)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    lines = [f"pushed {r}" for r in result["pushed"]] + [f"removed {r}" for r in result["removed"]]
+    click.echo("\n".join(lines) or "up to date")

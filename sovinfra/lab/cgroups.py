@@ -1,4 +1,10 @@
-"""Per-host cgroups on a host without systemd: nspawn needs its own cgroup in each hierarchy."""
+"""Per-host cgroups on a host without systemd: nspawn needs its own cgroup in each hierarchy.
+
+Container runtimes inside a lab host (runc) write cgroups too, and with cgroup v1 and no cgroup namespace
+they would land in this machine's root hierarchies. So each host gets its own cgroup in every v1
+hierarchy (`nest`), which the host binds over its /sys/fs/cgroup/<controller> at boot (the unit
+`hosts.prepare` writes): everything its runtimes make stays under sovinfra-lab/<host>, removed with it.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,37 @@ from pathlib import Path
 from sovinfra.lab import config
 
 ROOT = Path("/sys/fs/cgroup")
-HIERARCHIES = ("memory", "systemd", "unified")
+HIERARCHIES = ("memory", "systemd", "unified")  # where nspawn itself needs the host placed
+
+
+def _hierarchies() -> list[Path]:
+    """Every mounted hierarchy under /sys/fs/cgroup (one, the root itself, on a pure cgroup v2 host)."""
+    if (ROOT / "cgroup.controllers").exists():
+        return [ROOT]
+    return sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists())
 
 
 def _lab_roots() -> list[Path]:
-    if (ROOT / "cgroup.controllers").exists():  # pure cgroup v2 host
-        return [ROOT / config.CGROUP_NAME]
-    return [ROOT / h / config.CGROUP_NAME for h in HIERARCHIES if (ROOT / h).is_dir()]
+    return [h / config.CGROUP_NAME for h in _hierarchies()]
+
+
+def nest(host: str) -> None:
+    """The host's own cgroup in every hierarchy, cpuset's filled from its parent (an empty cpuset takes
+    no process)."""
+    for hierarchy in _hierarchies():
+        parent = hierarchy
+        for part in (config.CGROUP_NAME, host):
+            group = parent / part
+            group.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if (group / name).exists() and not (group / name).read_text().strip():
+                    (group / name).write_text((parent / name).read_text())
+            parent = group
 
 
 def enter(host: str) -> None:
     """Move the calling process into the host's cgroups (runs in the child before exec)."""
-    for lab_root in _lab_roots():
+    for lab_root in (h / config.CGROUP_NAME for h in _hierarchies() if h == ROOT or h.name in HIERARCHIES):
         group = lab_root / host
         group.mkdir(parents=True, exist_ok=True)
         (group / "cgroup.procs").write_text(str(os.getpid()))

@@ -15,6 +15,38 @@ from sovinfra.lab.config import HostPlan
 from sovinfra.lab.shell import run
 
 
+# Container runtimes' state: overlayfs cannot use the host's overlay root as its upper dir, so these are
+# plain directories of this machine bound into the host.
+RUNTIME_DIRS = ("/var/lib/containerd", "/var/lib/docker", "/var/lib/containers")
+# Lab only, at boot, before any runtime: the cgroup controllers writable (nspawn mounts them read-only)
+# and this host's own cgroup (cgroups.nest) bound over each, so runc's cgroups stay inside the lab's tree.
+# systemd's own hierarchies (name=systemd, unified) are nspawn's business and left alone.
+CGROUP_SCRIPT = f"""#!/bin/sh
+set -e
+h=$(cat /etc/hostname)
+for d in /sys/fs/cgroup/*/; do
+  c=$(basename "$d")
+  case $c in systemd|unified) continue ;; esac
+  [ -L "${{d%/}}" ] && continue
+  mount -o remount,bind,rw "$d"
+  if [ -d "${{d}}{config.CGROUP_NAME}/$h" ]; then mount --bind "${{d}}{config.CGROUP_NAME}/$h" "$d"; fi
+done
+"""
+CGROUP_UNIT = """[Unit]
+Description=sovinfra lab: this host's own writable cgroups, for container runtimes
+DefaultDependencies=no
+Before=containerd.service docker.service podman.service sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/sovinfra-lab-cgroups
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
 def host_dir(name: str) -> Path:
     return paths.lab_dir() / "hosts" / name
 
@@ -42,6 +74,16 @@ def prepare(plan: HostPlan, prefixlen: int, authorized_key: str) -> str:
     (network / "10-lab.network").write_text(
         f"[Match]\nName=host0\n\n[Network]\nAddress={plan.address}/{prefixlen}\nLinkLocalAddressing=no\n"
     )
+    script = upper / "usr/local/sbin/sovinfra-lab-cgroups"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(CGROUP_SCRIPT)
+    script.chmod(0o755)
+    units = etc / "systemd/system"
+    (units / "sysinit.target.wants").mkdir(parents=True, exist_ok=True)
+    (units / "sovinfra-lab-cgroups.service").write_text(CGROUP_UNIT)
+    wants = units / "sysinit.target.wants/sovinfra-lab-cgroups.service"
+    if not wants.is_symlink():
+        wants.symlink_to("../sovinfra-lab-cgroups.service")
     ssh_dir = upper / "root/.ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ssh_dir.chmod(0o700)
@@ -54,6 +96,12 @@ def prepare(plan: HostPlan, prefixlen: int, authorized_key: str) -> str:
 def start(plan: HostPlan, base: Path) -> int:
     upper = host_dir(plan.name) / "upper"
     log = (host_dir(plan.name) / "console.log").open("ab")
+    binds = []
+    for path in RUNTIME_DIRS:
+        source = host_dir(plan.name) / "runtime" / path.strip("/").replace("/", "-")
+        source.mkdir(parents=True, exist_ok=True)
+        binds.append(f"--bind={source}:{path}")
+    cgroups.nest(plan.name)
     cmd = [
         "systemd-nspawn",
         "-D", str(base),
@@ -68,6 +116,7 @@ def start(plan: HostPlan, base: Path) -> int:
         "--keep-unit",
         "--console=read-only",
         "--system-call-filter=@keyring",
+        *binds,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,

@@ -7,6 +7,8 @@ mirror host publishes them as a site publishes NVIDIA's. The roles' repository, 
 logic runs on them unchanged. What the stand-ins do instead of the real thing:
   - libnvidia-ml1 installs the NVML simulator as libnvidia-ml.so.1 (reads /etc/sovinfra/nvml-profile.yml);
   - nvidia-smi, nvidia-ctk read GPUs through that NVML; nvidia-ctk edits runtime configs as 1.18 does;
+  - nvidia-container-runtime applies the CDI spec nvidia-ctk wrote (its CDI mode) and runs runc; with no
+    /dev/nvidia* in a container host, the spec's "device" is the GPU profile the NVML simulator reads;
   - the kernel module packages carry no module (nothing to build or load in a container);
   - linux-headers-<lab host kernel>: containers run the lab host's kernel, whose headers no archive has.
 Package names follow NVIDIA's Debian 12 CUDA repository (see the stack issue's note for sources).
@@ -34,6 +36,9 @@ DRIVER_BRANCH = "570"
 CUDA_VERSIONS = ("12.8.1", "12.4.1")
 CONTAINER_TOOLKIT_VERSION = "1.18.0"
 REVISION = "1"
+# The toolkit stand-in's content changed (its runtime applies CDI specs): a new Debian revision, as a
+# distribution would make, so a store that published the old one takes the new one beside it.
+CONTAINER_TOOLKIT_REVISION = "2"
 CUDA_REPO = "cuda/repos/debian12/x86_64"
 CONTAINER_TOOLKIT_REPO = "libnvidia-container/stable/deb/amd64"
 KEY_NAME = "sovinfra lab stand-in NVIDIA repositories"
@@ -207,8 +212,7 @@ def headers_package(kernel_release: str) -> Package:
 
 
 def container_toolkit_packages(version: str) -> list[Package]:
-    v = f"{version}-{REVISION}"
-    runtime = b'#!/bin/sh\n# sovinfra stand-in: the NVIDIA hook is a no-op without devices\nexec runc "$@"\n'
+    v = f"{version}-{CONTAINER_TOOLKIT_REVISION}"
     return [
         Package("libnvidia-container1", v, "NVIDIA container runtime library (stand-in)"),
         Package(
@@ -220,12 +224,15 @@ def container_toolkit_packages(version: str) -> list[Package]:
         Package(
             "nvidia-container-toolkit-base",
             v,
-            "NVIDIA Container Toolkit base: nvidia-ctk (stand-in)",
-            depends=("python3",),
+            "NVIDIA Container Toolkit base: nvidia-ctk, nvidia-container-runtime (stand-in)",
+            depends=("python3", "python3-yaml"),
             files={
                 "/usr/bin/nvidia-ctk": (0o755, _standin("nvidia-ctk", VERSION=version)),
                 "/usr/lib/sovinfra-standin/ctk/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py")),
-                "/usr/bin/nvidia-container-runtime": (0o755, runtime),
+                "/usr/bin/nvidia-container-runtime": (
+                    0o755,
+                    _standin("nvidia-container-runtime", VERSION=version),
+                ),
             },
         ),
         Package(

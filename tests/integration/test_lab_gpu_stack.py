@@ -46,7 +46,9 @@ def test_stack_converged_pinned_held_and_running(lab_inventory: str, converged: 
     for name in ("gpu1", "gpu2"):
         node = host(lab_inventory, name)
         assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
-        assert set(versions(node, TOOLKIT).values()) == {f"{nvidia_repo.CONTAINER_TOOLKIT_VERSION}-1"}
+        assert set(versions(node, TOOLKIT).values()) == {
+            f"{nvidia_repo.CONTAINER_TOOLKIT_VERSION}-{nvidia_repo.CONTAINER_TOOLKIT_REVISION}"
+        }
         assert versions(node, ("cuda-toolkit-12-8",)) == {"cuda-toolkit-12-8": "12.8.1-1"}
         assert held(node) >= {*DRIVER_PACKAGES, *TOOLKIT, "cuda-toolkit-12-8"}
         # apt preferences pin each exact version (apt upgrade cannot move them even if unheld).

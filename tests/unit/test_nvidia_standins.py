@@ -30,7 +30,7 @@ def test_driver_packages_pin_each_other_exactly() -> None:
     toolkit = {p.name: p for p in nvidia_repo.container_toolkit_packages("1.18.0")}
     assert set(toolkit) == {"nvidia-container-toolkit", "nvidia-container-toolkit-base",
                             "libnvidia-container-tools", "libnvidia-container1"}  # fmt: skip
-    assert "nvidia-container-toolkit-base (= 1.18.0-1)" in toolkit["nvidia-container-toolkit"].depends
+    assert "nvidia-container-toolkit-base (= 1.18.0-2)" in toolkit["nvidia-container-toolkit"].depends
 
 
 def test_ctk_containerd_keeps_the_users_config_and_is_stable(tmp_path: Path) -> None:
