@@ -442,7 +442,9 @@ def images_rm(references: tuple[str, ...], as_json: bool, store_path: Path) -> N
 
 
 @images.command("push")
-@click.option("--registry", required=True, help="HOST:PORT of the registry to fill (plain HTTP: its loopback)")
+@click.option(
+    "--registry", required=True, help="HOST:PORT of the registry to fill (plain HTTP: its loopback)"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @store_option
 def images_push(registry: str, as_json: bool, store_path: Path) -> None:

@@ -22,7 +22,9 @@ def _hierarchies() -> list[Path]:
     """Every mounted hierarchy under /sys/fs/cgroup (one, the root itself, on a pure cgroup v2 host)."""
     if (ROOT / "cgroup.controllers").exists():
         return [ROOT]
-    return sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists())
+    return sorted(
+        p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
+    )
 
 
 def _lab_roots() -> list[Path]:

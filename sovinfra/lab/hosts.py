@@ -14,7 +14,6 @@ from sovinfra.lab import cgroups, config, processes
 from sovinfra.lab.config import HostPlan
 from sovinfra.lab.shell import run
 
-
 # Container runtimes' state: overlayfs cannot use the host's overlay root as its upper dir, so these are
 # plain directories of this machine bound into the host.
 RUNTIME_DIRS = ("/var/lib/containerd", "/var/lib/docker", "/var/lib/containers")

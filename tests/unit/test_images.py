@@ -23,7 +23,7 @@ DIGEST = "sha256:" + "ab" * 32
         ("busybox", "docker.io", "library/busybox", "", ""),
         ("busybox:1.36", "docker.io", "library/busybox", "1.36", ""),
         ("vllm/vllm-openai:v0.11.0", "docker.io", "vllm/vllm-openai", "v0.11.0", ""),
-        (f"nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04@{DIGEST}", "nvcr.io", "nvidia/cuda", "12.8.1-base-ubuntu24.04", DIGEST),
+        (f"nvcr.io/nvidia/cuda:12.8.1-base@{DIGEST}", "nvcr.io", "nvidia/cuda", "12.8.1-base", DIGEST),
         (f"localhost:5000/team/app@{DIGEST}", "localhost:5000", "team/app", "", DIGEST),
         ("index.docker.io/library/redis", "docker.io", "library/redis", "", ""),
         ("ghcr.io/org/a.b_c-d/e:latest", "ghcr.io", "org/a.b_c-d/e", "latest", ""),
