@@ -13,6 +13,7 @@ import pytest
 from sovinfra.errors import UserError
 from sovinfra.lab import image
 from sovinfra.mirror import image_ref, images
+from tests.conftest import missing
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -174,4 +175,4 @@ def test_a_digest_asked_for_must_be_the_one_copied(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _skopeo() -> None:
     if not shutil.which("skopeo"):
-        pytest.fail("skopeo is not installed (scripts/setup installs it)")
+        missing("skopeo is not installed (scripts/setup installs it)")

@@ -45,6 +45,7 @@ class NVML:
                     "index": i,
                     "name": self._text("nvmlDeviceGetName", handle),
                     "uuid": self._text("nvmlDeviceGetUUID", handle),
+                    "serial": self._text("nvmlDeviceGetSerial", handle),
                 }
             )
         return out
