@@ -1,5 +1,5 @@
 """The site's files in an export bundle beside the models: the published package snapshots, their
-records, the site's public key and the wheelhouse.
+records, the site's public key, the wheelhouse and the container images (blobs, then their catalog).
 
 In the bundle: `files/<store path>` (or `files/<store path>.partNNN` when a file is larger than the
 part size, for FAT-formatted media), each listed in the manifest's "files" with size and sha256.
@@ -24,8 +24,10 @@ from sovinfra.mirror import apt_snapshots, tree_delta
 CHUNK = 1 << 20
 FAT_PART = 4 * 2**30 - 1  # FAT32's largest file
 # What a bundle may carry, by store path; anything else in a manifest is refused.
-PREFIXES = ("packages/aptly/public/site/", "packages/snapshots/", "wheels/files/")
-SINGLES = ("packages/current", "keys/site.gpg", "keys/site.asc")
+PREFIXES = ("packages/aptly/public/site/", "packages/snapshots/", "wheels/files/", "images/blobs/sha256/")
+# The image catalog comes after the image blobs (collect's order): it names only what is there.
+SINGLES = ("packages/current", "keys/site.gpg", "keys/site.asc", "images/oci-layout", "images/index.json",
+           "images/records.json")  # fmt: skip
 
 
 def allowed(path: str) -> bool:
@@ -42,7 +44,7 @@ def collect(store: Path) -> list[str]:
     if tree.is_dir():
         rel = sorted(tree_delta.listing(tree), key=tree_delta.ship_order)
         found += [f"packages/aptly/public/site/{r}" for r in rel]
-    for sub in ("packages/snapshots", "wheels/files"):
+    for sub in ("packages/snapshots", "wheels/files", "images/blobs/sha256"):
         base = store / sub
         if base.is_dir():
             found += sorted(str(p.relative_to(store)) for p in base.rglob("*") if p.is_file())
@@ -162,14 +164,17 @@ def stage_files(
 
 
 def install_files(store: Path, files: dict[str, dict[str, Any]], stage: Path) -> None:
-    """Move staged files into the store: published trees first, Release files last, `current` at the end."""
+    """Move staged files into the store: published trees first, Release files and the image catalog last,
+    `current` at the end."""
 
     def order(rel: str) -> tuple[int, tuple[int, str]]:
         if rel == "packages/current":
-            return (3, (0, rel))
+            return (4, (0, rel))
         if rel.startswith("packages/aptly/public/site/"):
             return (0, tree_delta.ship_order(rel.removeprefix("packages/aptly/public/site/")))
-        return (1 if rel.startswith(("wheels/", "keys/")) else 2, (0, rel))
+        if rel.startswith("images/") and not rel.startswith("images/blobs/"):
+            return (3, (0, rel))  # the image catalog after its blobs
+        return (1 if rel.startswith(("wheels/", "keys/", "images/blobs/")) else 2, (0, rel))
 
     for rel in sorted(files, key=order):
         target = store / rel

@@ -176,3 +176,26 @@ def test_a_digest_asked_for_must_be_the_one_copied(tmp_path: Path) -> None:
 def _skopeo() -> None:
     if not shutil.which("skopeo"):
         missing("skopeo is not installed (scripts/setup installs it)")
+
+
+def test_images_travel_in_the_offline_bundle(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+
+    store, fresh, bundle = tmp_path / "store", tmp_path / "fresh", tmp_path / "bundle"
+    path, digest = archive(tmp_path, "app", b"one")
+    images.add(store, str(path), "nvcr.io/site/app:v1", lambda _m: None)
+    (store / "blobs").mkdir()
+    exported = CliRunner().invoke(cli, ["mirror", "export", str(bundle), "--store", str(store)])
+    assert exported.exit_code == 0, exported.output
+    imported = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(fresh)])
+    assert imported.exit_code == 0, imported.output
+    assert images.records(fresh) == images.records(store)
+    assert images.reachable(fresh / "images", digest, "app") == images.reachable(store / "images", digest, "app")
+    # A blob altered on the media: the import refuses the bundle and the fresh store gets no catalog.
+    blob = next((bundle / "files" / "images" / "blobs" / "sha256").iterdir())
+    blob.write_bytes(blob.read_bytes() + b"!")
+    again = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(tmp_path / "third")])
+    assert again.exit_code != 0 and f"images/blobs/sha256/{blob.name}" in again.output
+    assert images.records(tmp_path / "third") == []
