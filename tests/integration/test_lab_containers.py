@@ -117,7 +117,10 @@ def test_the_registry_is_read_only_from_the_site(lab_inventory: str, reference: 
     site = f"http://{manager.state.load().hosts['mirror1'].address}:5000"
 
     def status(method: str, path: str) -> str:
-        return node.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} {site}{path}")
+        # distribution serves an OCI manifest only to a client that accepts the type.
+        accept = "-H 'Accept: application/vnd.oci.image.manifest.v1+json'"
+        head = "--head" if method == "HEAD" else f"-X {method}"
+        return node.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {accept} {head} {site}{path}")
 
     assert status("GET", f"/v2/{name}/manifests/{digest}") == "200"
     assert status("HEAD", f"/v2/{name}/manifests/{digest}") == "200"
