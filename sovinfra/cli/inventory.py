@@ -18,9 +18,11 @@ def inventory() -> None:
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def check(inventory_path: str | None, as_json: bool) -> None:
-    """Validate structure and every variable against the roles' specs; touches no host."""
+    """Validate structure and every variable against the roles' specs, and every inference service's
+    declaration (names, ports, pinned commits and images); touches no host."""
     path = site.resolve(inventory_path)
     inv, problems = site.load_checked(path)
+    site.check_deployable(inv, {})
     groups = {g: sorted(inv.hosts_in(g)) for g in sorted(inv.groups) if g != "all"}
     if as_json:
         click.echo(

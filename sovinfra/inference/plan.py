@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sovinfra.mirror import image_ref
+
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 ENGINES = ("llama_cpp", "vllm")
@@ -108,7 +110,51 @@ def _declared(
         raise PlanError(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
     if engine == "llama_cpp" and not svc.get("file"):
         raise PlanError(f"{where}.file: llama_cpp serves one .gguf file of the repository: name it")
+    if svc.get("image") is not None:
+        if engine != "vllm":
+            raise PlanError(f"{where}.image: only vllm services run from an image")
+        try:
+            image_ref.pinned(str(svc["image"]))
+        except ValueError as exc:
+            raise PlanError(f"{where}.image: {exc}") from exc
     return name, where, commit, engine
+
+
+CONTAINER_RUNTIME = "/usr/bin/nvidia-container-runtime"
+CTR = ["ctr", "--namespace", "sovinfra"]
+
+
+def container_commands(
+    runtime: str,
+    image: str,
+    unit_name: str,
+    gpus: list[int],
+    mounts: list[str],
+    env_file: str,
+    argv: list[str],
+) -> tuple[list[list[str]], list[str]]:
+    """(commands before the start, the start) of a service run from an image: pulled by digest through the
+    site registry, the plan's GPUs as CDI devices (exactly those: the container numbers them from 0), each
+    mount read-only at its own path, the host's network, the environment file."""
+    devices = [f"nvidia.com/gpu={g}" for g in gpus]
+    if runtime == "containerd":
+        pre = [
+            [*CTR, "images", "pull", "--hosts-dir", "/etc/containerd/certs.d", image],
+            [*CTR, "tasks", "rm", "--force", unit_name],  # left by a crash: "-" in the unit, may be absent
+            [*CTR, "containers", "rm", unit_name],
+        ]
+        start = [*CTR, "run", "--rm", "--net-host", "--runc-binary", CONTAINER_RUNTIME]
+        start += ["--env", "NVIDIA_VISIBLE_DEVICES=" + ",".join(devices), "--env-file", env_file]
+        for path in mounts:
+            start += ["--mount", f"type=bind,src={path},dst={path},options=rbind:ro"]
+        return pre, [*start, image, unit_name, *argv]
+    if runtime == "podman":
+        pre = [["podman", "pull", image], ["podman", "rm", "--force", "--ignore", unit_name]]
+        start = ["podman", "run", "--rm", "--name", unit_name, "--network", "host", "--env-file", env_file]
+        start += [f"--device={d}" for d in devices]
+        start += [f"--volume={path}:{path}:ro" for path in mounts]
+        return pre, [*start, image, *argv]
+    raise PlanError(f"{image}: a service from an image needs containerd or podman, not {runtime}")
 
 
 def declaration_problems(services: list[dict[str, Any]], default_engine: str) -> list[str]:
@@ -140,7 +186,7 @@ def plan(
     """One entry per service: unit, engine, model directory, config, environment, command, probes.
 
     settings: the role's variables (inference_*, model_cache_dir where the node's models are, agent_python
-    the node agent's interpreter).
+    the node agent's interpreter, container_runtime_engine for services run from an image).
     """
     out: list[dict[str, Any]] = []
     names: set[str] = set()
@@ -154,6 +200,7 @@ def plan(
         listen = svc.get("listen") or host_address
         model_dir = snapshot_dir(settings["model_cache_dir"], svc["repo"], commit)
         config_file = f"{settings['inference_config_dir']}/{name}.yaml"
+        env_file = f"{settings['inference_config_dir']}/{name}.env"
         gpus = _gpus(svc, gpu_count, where)
         env: dict[str, str] = {}
         if engine == "llama_cpp":
@@ -175,7 +222,16 @@ def plan(
                 env["VLLM_API_KEY"] = svc["api_key"]
             env["VLLM_NO_USAGE_STATS"] = "1"
             gpu_service = True
-        if gpu_service and gpus:
+        image = str(svc.get("image") or "")
+        pre: list[list[str]] = []
+        if image:
+            venv = requirement = ""
+            mounts = [settings["model_cache_dir"], config_file]
+            argv = ["vllm", "serve", model_dir, "--config", config_file]
+            runtime = settings.get("container_runtime_engine", "containerd")
+            unit_name = f"sovinfra-inference-{name}"
+            pre, argv = container_commands(runtime, image, unit_name, gpus, mounts, env_file, argv)
+        elif gpu_service and gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         out.append(
             {
@@ -193,9 +249,11 @@ def plan(
                 "gpus": gpus if gpu_service else [],
                 "config": config,
                 "config_file": config_file,
-                "env_file": f"{settings['inference_config_dir']}/{name}.env",
+                "env_file": env_file,
                 "env": env,
                 "argv": argv,
+                "image": image,
+                "pre_argv": pre,
                 "check_argv": [settings["agent_python"], "-m", "sovinfra.mirror.cache_check", model_dir],
                 "health_path": HEALTH_PATHS[engine],
                 "api_key": svc["api_key"],

@@ -192,7 +192,8 @@ def test_images_travel_in_the_offline_bundle(tmp_path: Path) -> None:
     imported = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(fresh)])
     assert imported.exit_code == 0, imported.output
     assert images.records(fresh) == images.records(store)
-    assert images.reachable(fresh / "images", digest, "app") == images.reachable(store / "images", digest, "app")
+    blobs = images.reachable(store / "images", digest, "app")
+    assert images.reachable(fresh / "images", digest, "app") == blobs
     # A blob altered on the media: the import refuses the bundle and the fresh store gets no catalog.
     blob = next((bundle / "files" / "images" / "blobs" / "sha256").iterdir())
     blob.write_bytes(blob.read_bytes() + b"!")

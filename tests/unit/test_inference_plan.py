@@ -14,6 +14,7 @@ from sovinfra.lab import tiny_gguf
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "inference"
 COMMIT = "a" * 40
+IMAGE = "docker.io/vllm/vllm-openai:v0.11.0@sha256:" + "c" * 64
 
 
 def settings() -> dict[str, Any]:
@@ -108,8 +109,12 @@ def test_llama_cpp_cpu_service() -> None:
         ({"gpus": [8]}, "gpus: [8] not on this host (8 GPUs)"),
         ({"tensor_parallel_size": 3}, "tensor_parallel_size: 3 does not divide"),
         ({"engine": "tgi"}, "engine: 'tgi' is not one of"),
+        ({"image": "vllm/vllm-openai:v0.11"}, "image: vllm/vllm-openai:v0.11: no digest; pin the image as "
+                                              "docker.io/vllm/vllm-openai@sha256:<digest>"),
+        ({"image": "vllm/vllm@sha256:123"}, "image: vllm/vllm@sha256:123: digest must be sha256"),
+        ({"image": IMAGE, "engine": "llama_cpp", "file": "f"}, "image: only vllm services run from an image"),
     ],
-)
+)  # fmt: skip
 def test_bad_services_are_named(change: dict[str, Any], message: str) -> None:
     with pytest.raises(plan.PlanError, match="inference_services\\[0\\]") as err:
         plan.plan([vllm_service(**change)], settings(), 8, "10.0.0.5")
@@ -153,3 +158,43 @@ def test_models_to_pull_once_each() -> None:
         {"repo": a["repo"], "revision": COMMIT},
         {"repo": "org/other", "revision": COMMIT},
     ]
+
+
+def test_vllm_from_an_image_gets_exactly_its_gpus_as_cdi_devices() -> None:
+    svc = vllm_service(gpus=[2, 3], image=IMAGE)
+    [entry] = plan.plan([svc], settings(), gpu_count=8, host_address="10.0.0.5")
+    assert entry["image"] == IMAGE and entry["venv"] == "" and entry["gpus"] == [2, 3]
+    # No CUDA_VISIBLE_DEVICES: inside, the container's two GPUs are 0 and 1; CDI picked them.
+    assert "CUDA_VISIBLE_DEVICES" not in entry["env"] and entry["env"]["VLLM_API_KEY"] == "s3cret"
+    snapshot = "/var/lib/sovinfra/hf-cache/models--meta-llama--Llama-3.1-70B-Instruct/snapshots/" + COMMIT
+    unit = render("inference.service.j2", entry).splitlines()
+    pull = "ExecStartPre=ctr --namespace sovinfra images pull --hosts-dir /etc/containerd/certs.d " + IMAGE
+    assert pull in unit
+    assert "ExecStartPre=-ctr --namespace sovinfra tasks rm --force sovinfra-inference-llama70b" in unit
+    [start] = [line for line in unit if line.startswith("ExecStart=")]
+    assert start.startswith("ExecStart=ctr --namespace sovinfra run --rm --net-host --runc-binary "
+                            "/usr/bin/nvidia-container-runtime "
+                            "--env NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=2,nvidia.com/gpu=3 "
+                            "--env-file /etc/sovinfra/inference/llama70b.env ")  # fmt: skip
+    # The whole cache (its snapshots link into blobs) and the config, read-only at their own paths.
+    assert (
+        "--mount type=bind,src=/var/lib/sovinfra/hf-cache,dst=/var/lib/sovinfra/hf-cache,options=rbind:ro"
+        in start
+    )
+    assert start.endswith(f"{IMAGE} sovinfra-inference-llama70b vllm serve {snapshot} "
+                          "--config /etc/sovinfra/inference/llama70b.yaml")  # fmt: skip
+    # The model is still verified on the host before each start; the key only in the environment file.
+    assert f"ExecStartPre=+/opt/sovinfra/venv/bin/python -m sovinfra.mirror.cache_check {snapshot}" in unit
+    assert "s3cret" not in "\n".join(unit) and "User=sovinfra-inference" not in unit
+    assert "VLLM_API_KEY=s3cret" in render("inference.env.j2", entry).splitlines()
+
+
+def test_vllm_from_an_image_on_podman_and_not_on_docker() -> None:
+    podman = {**settings(), "container_runtime_engine": "podman"}
+    [entry] = plan.plan([vllm_service(gpus=[1], image=IMAGE)], podman, 8, "10.0.0.5")
+    assert entry["pre_argv"][0] == ["podman", "pull", IMAGE]
+    assert "--device=nvidia.com/gpu=1" in entry["argv"] and "--network" in entry["argv"]
+    assert "--volume=/var/lib/sovinfra/hf-cache:/var/lib/sovinfra/hf-cache:ro" in entry["argv"]
+    docker = {**settings(), "container_runtime_engine": "docker"}
+    with pytest.raises(plan.PlanError, match="needs containerd or podman, not docker"):
+        plan.plan([vllm_service(image=IMAGE)], docker, 8, "10.0.0.5")

@@ -215,3 +215,22 @@ def test_inference_declarations_are_checked_before_any_run(tmp_path: Path) -> No
     site.check_deployable(good, {})
     with pytest.raises(UserError, match=r"-e: inference_services: .*\.file: llama_cpp serves one \.gguf"):
         site.check_deployable(good, {"inference_services": [{**pinned, "file": None}]})
+
+
+def test_inventory_check_refuses_an_image_without_a_digest(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+
+    vllm = {"name": "v", "port": 8000, "repo": "o/m", "revision": "b" * 40, "engine": "vllm"}
+    tagged = write_site(
+        tmp_path,
+        group_vars={"gpu_nodes": {"inference_services": [{**vllm, "image": "vllm/vllm-openai:v0.11.0"}]}},
+    )
+    result = CliRunner().invoke(cli, ["inventory", "check", "-i", str(tagged)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "group_vars/gpu_nodes.yml: inference_services: inference_services[0] (v).image: " in result.output
+    assert "no digest; pin the image as docker.io/vllm/vllm-openai@sha256:<digest>" in result.output
+    pinned = {**vllm, "image": "docker.io/vllm/vllm-openai@sha256:" + "d" * 64}
+    good = write_site(tmp_path, group_vars={"gpu_nodes": {"inference_services": [pinned]}})
+    assert CliRunner().invoke(cli, ["inventory", "check", "-i", str(good)]).exit_code == 0
