@@ -3,8 +3,9 @@
 Input: the files `fleet.sources.HostSources` reads, and the inventory. A source is inside the site when
 its host is an inventory host (name or address), lies in `site_networks`, or is a local path (file:).
 Findings: a source outside the site, apt sources trusted blindly (`trusted=yes`) or without a pinned
-key (`signed-by`), registries reached without TLS verification, and references that can move (a model
-revision that is not a commit).
+key (`signed-by`), registries reached without TLS verification, a registry the site mirrors that a
+containerd node would still pull from directly, and references that can move (a model revision that is
+not a commit).
 """
 
 from __future__ import annotations
@@ -216,6 +217,8 @@ def host_sources(host: str, files: dict[str, str]) -> tuple[list[Source], list[F
             s, f = _hf(host, path, text), []
         elif path.endswith("hosts.toml"):
             s, f = _containerd(host, path, text)
+        elif path == "/etc/containerd/config.toml":
+            continue  # read to know containerd is there (unmirrored_registries)
         elif path == "/etc/docker/daemon.json":
             s, f = _docker(host, path, text)
         elif path.startswith("/etc/containers/registries.conf"):
@@ -226,6 +229,18 @@ def host_sources(host: str, files: dict[str, str]) -> tuple[list[Source], list[F
         findings += f
     sources += _ntp(host, files)
     return sources, findings
+
+
+def unmirrored_registries(host: str, files: dict[str, str], registries: list[str]) -> list[Finding]:
+    """On a containerd node, each registry the site mirrors (container_runtime_registry_mirrors) that has
+    no hosts.toml: containerd would pull it from the registry itself, out of the site."""
+    if "/etc/containerd/config.toml" not in files:
+        return []
+    return [
+        Finding(host, "registry", path, registry, "no hosts.toml: containerd pulls from the registry itself")
+        for registry in registries
+        if (path := f"/etc/containerd/certs.d/{registry}/hosts.toml") not in files
+    ]
 
 
 def judge(sources: list[Source], site: Scope) -> list[Finding]:

@@ -8,10 +8,11 @@ from dataclasses import asdict
 import click
 
 from sovinfra import audit as judge
+from sovinfra import paths
 from sovinfra.cli.options import limit_option
 from sovinfra.fleet.connection import read_all
 from sovinfra.fleet.sources import HostSources
-from sovinfra.inventory import model, site
+from sovinfra.inventory import defaults, model, site
 
 
 @click.command()
@@ -26,6 +27,7 @@ def audit(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
     variables = {h: model.host_vars(inv, h) for h in sorted(inv.hosts)}
     networks: list[str] = next((v["site_networks"] for v in variables.values() if v.get("site_networks")), [])
     scope = judge.scope(variables, list(networks))
+    roles_dir = paths.project_root() / "roles"
     reads = read_all(inv, hosts, HostSources)
     sources: list[judge.Source] = []
     findings: list[judge.Finding] = []
@@ -38,6 +40,8 @@ def audit(inventory_path: str | None, limit: str | None, as_json: bool) -> None:
         sources += found
         findings += trust + judge.judge(found, scope)
         findings += judge.mutable_references(host, variables[host], str(path))
+        registries = defaults.setting(inv, roles_dir, host, "container_runtime_registry_mirrors") or []
+        findings += judge.unmirrored_registries(host, read.value, list(registries))
     if as_json:
         doc = {"sources": [asdict(s) for s in sources], "findings": [asdict(f) for f in findings]}
         click.echo(json.dumps(doc, indent=2))

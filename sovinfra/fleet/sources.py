@@ -20,6 +20,7 @@ PATTERNS = (
     "/root/.pip/pip.conf",
     "/root/.config/pip/pip.conf",
     "/etc/default/sovinfra-models",
+    "/etc/containerd/config.toml",
     "/etc/containerd/certs.d/*/hosts.toml",
     "/etc/docker/daemon.json",
     "/etc/containers/registries.conf",

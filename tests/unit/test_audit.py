@@ -159,3 +159,25 @@ def test_the_base_roles_apt_source_is_signed_inside_and_frozen() -> None:
         assert "Signed-By: /etc/apt/keyrings/sovinfra-site.gpg" in text and "Check-Valid-Until: no" in text
         assert "trusted" not in text.lower()
         assert findings({path: text}) == []
+
+
+def test_a_containerd_node_without_a_site_mirror_for_a_registry_is_flagged() -> None:
+    mirrored = {
+        "/etc/containerd/config.toml": "version = 2\n",
+        "/etc/containerd/certs.d/docker.io/hosts.toml": 'server = "http://10.0.0.10:5000/v2/docker.io"\n',
+    }
+    assert audit.unmirrored_registries("gpu1", mirrored, ["docker.io"]) == []
+    [finding] = audit.unmirrored_registries("gpu1", mirrored, ["docker.io", "nvcr.io"])
+    assert (finding.value, finding.file) == ("nvcr.io", "/etc/containerd/certs.d/nvcr.io/hosts.toml")
+    assert "pulls from the registry itself" in finding.problem
+    # No containerd on the host: nothing to pull with, nothing to flag.
+    assert audit.unmirrored_registries("gpu1", {}, ["docker.io"]) == []
+    # The config is read only to know containerd is there: it is not a source.
+    assert audit.host_sources("gpu1", mirrored)[0] == [
+        audit.Source(
+            "gpu1",
+            "registry",
+            "/etc/containerd/certs.d/docker.io/hosts.toml",
+            "http://10.0.0.10:5000/v2/docker.io",
+        )
+    ]
