@@ -140,9 +140,7 @@ def run(digest: str, rounds: int) -> None:
     print(f"| {head} | s (median of {rounds}) | MB/s | vs anchor |")
     print("| --- | --- | --- | --- |")
     print(f"| curl from the mirror's nginx (anchor) | {anchor:.2f} | {mb / anchor:.0f} | 1.00x |")
-    print(
-        f"| curl of the registry's blob URLs (port 5000) | {by_url:.2f} | {mb / by_url:.0f} | {anchor / by_url:.2f}x |"
-    )
+    print(f"| curl of the registry's blob URLs | {by_url:.2f} | {mb / by_url:.0f} | {anchor / by_url:.2f}x |")
     print(f"| ctr content fetch from the site registry | {reg:.2f} | {mb / reg:.0f} | {anchor / reg:.2f}x |")
 
 
