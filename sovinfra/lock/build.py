@@ -17,7 +17,7 @@ from sovinfra.errors import UserError
 from sovinfra.fleet.state import HostState
 from sovinfra.inventory import defaults, model
 from sovinfra.lock.schema import FORMAT, LockError
-from sovinfra.mirror import apt_plan, apt_snapshots, wheels
+from sovinfra.mirror import apt_plan, apt_snapshots, image_ref, images, wheels
 from sovinfra.mirror.store import Store
 
 # NVIDIA components: (the variable that asks for a version, the packages that resolve it).
@@ -85,14 +85,38 @@ def model_pins(inv: model.Inventory, host: str) -> list[tuple[str, str, str]]:
     return pins
 
 
+def image_pins(inv: model.Inventory, host: str, held: set[str]) -> list[str]:
+    """The images (name@digest) the host's services run, each one the site's store holds."""
+    key = "inference_services"
+    pins = []
+    for n, entry in enumerate(model.host_vars(inv, host).get(key) or []):
+        if isinstance(entry, dict) and entry.get("image"):
+            where = f"{model.var_file(inv, host, key)}: {key}[{n}].image"
+            try:
+                ref = image_ref.pinned(str(entry["image"]))
+            except ValueError as exc:
+                raise LockError(f"{where}: {exc}") from None
+            pin = f"{ref.name}@{ref.digest}"
+            if pin not in held:
+                raise LockError(
+                    f"{where}: {pin}: the site's images do not hold it (sovinfra mirror images add)"
+                )
+            pins.append(pin)
+    return pins
+
+
 def intent(inv: model.Inventory, roles_dir: Path, store: Path) -> dict[str, Any]:
     """What the inventory asks for, resolved against the control store; no host is read."""
     mirror = Store(store)
+    held = {i.reference for i in images.records(store)}
     models: dict[str, dict[str, str]] = {}
     classes: dict[str, dict[str, Any]] = {}
     for host in sorted(inv.hosts):
-        body = classes.setdefault(host_class(inv, host), {"hosts": [], "models": [], "nvidia": {}})
+        body = classes.setdefault(
+            host_class(inv, host), {"hosts": [], "models": [], "nvidia": {}, "images": []}
+        )
         body["hosts"].append(host)
+        body["images"] = sorted({*body["images"], *image_pins(inv, host, held)})
         for repo, revision, where in model_pins(inv, host):
             try:
                 commit = mirror.resolve(repo, revision)
@@ -131,6 +155,7 @@ def intent_of(lock: dict[str, Any]) -> dict[str, Any]:
                 "hosts": body["hosts"],
                 "models": body["models"],
                 "nvidia": {part: entry["requested"] for part, entry in body["nvidia"].items()},
+                "images": body["images"],
             }
             for name, body in lock["classes"].items()
         },
@@ -223,7 +248,7 @@ def resolve(
                 for v, dists in venvs.items()
             },
             "models": body["models"],
-            "images": [],
+            "images": body["images"],
         }
     return {
         "format": FORMAT,

@@ -164,6 +164,7 @@ def test_check_view_ignores_what_hosts_report() -> None:
         "hosts": ["gpu1", "gpu2"],
         "models": [PIN],
         "nvidia": {"driver": "570.124.06"},
+        "images": [],
     }
     doc["classes"]["gpu_nodes+inference"]["packages"]["libc6"]["version"] = "2.36-9+deb12u11"
     doc["sovinfra"]["commit"] = "d" * 40
@@ -323,3 +324,27 @@ def test_rebuild_refuses_another_machine_but_not_a_blank_one() -> None:
     assert len(problems) == 2 and "0000" in problems[0] and "GPU-7" in problems[1]
     assert not rebuild.outcome([]) and rebuild.outcome([{"exit_code": 0}])
     assert not rebuild.outcome([{"exit_code": 0}, {"exit_code": 1}])
+
+
+def test_service_images_are_locked_by_digest_and_must_be_in_the_store(tmp_path: Path) -> None:
+    from sovinfra.inventory import model as inventory_model
+    from sovinfra.lab import image
+    from sovinfra.mirror import images
+
+    store = tmp_path / "store"
+    (store / "blobs").mkdir(parents=True)
+    raw = image.tar_layer(b"\0" * 1024)
+    digest = image.write_archive([raw], tmp_path / "a.tar", "v1")
+    pin = f"docker.io/site/vllm@{digest}"
+    site_dir = tmp_path / "site"
+    (site_dir / "group_vars").mkdir(parents=True)
+    (site_dir / "hosts.yml").write_text("all:\n  children:\n    gpu_nodes:\n      hosts:\n        gpu1: {}\n")
+    service = {"name": "v", "port": 8000, "repo": "o/m", "revision": "b" * 40, "engine": "vllm", "image": pin}
+    (site_dir / "group_vars" / "gpu_nodes.yml").write_text(yaml.safe_dump({"inference_services": [service]}))
+    inv = inventory_model.load(site_dir)
+    with pytest.raises(
+        schema.LockError, match=r"gpu_nodes.yml: inference_services\[0\]\.image: .*do not hold it"
+    ):
+        build.image_pins(inv, "gpu1", {i.reference for i in images.records(store)})
+    images.add(store, str(tmp_path / "a.tar"), "docker.io/site/vllm:v1", lambda _m: None)
+    assert build.image_pins(inv, "gpu1", {i.reference for i in images.records(store)}) == [pin]
