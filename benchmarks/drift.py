@@ -36,20 +36,7 @@ def timed(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
 
 
 def ssh(host: str, command: str) -> None:
-    lab = paths.lab_dir()
-    address = manager.state.load().hosts[host].address
-    subprocess.run(
-        [
-            "ssh",
-            "-i",
-            f"{lab}/id_ed25519",
-            "-o",
-            f"UserKnownHostsFile={lab}/known_hosts",
-            f"root@{address}",
-            command,
-        ],
-        check=True,
-    )
+    subprocess.run([*manager.ssh_argv(host), command], check=True)
 
 
 def main() -> None:

@@ -54,17 +54,7 @@ def layer(mib: int) -> tuple[bytes, str]:
 
 
 def ssh(host: str, command: str) -> str:
-    lab = paths.lab_dir()
-    address = manager.state.load().hosts[host].address
-    argv = [
-        "ssh",
-        "-i",
-        f"{lab}/id_ed25519",
-        "-o",
-        f"UserKnownHostsFile={lab}/known_hosts",
-        f"root@{address}",
-    ]
-    proc = subprocess.run([*argv, command], capture_output=True, text=True, check=False)
+    proc = subprocess.run([*manager.ssh_argv(host), command], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{host}: {command}\n{proc.stderr}")
     return proc.stdout

@@ -445,13 +445,14 @@ def images_rm(references: tuple[str, ...], as_json: bool, store_path: Path) -> N
 @click.option(
     "--registry", required=True, help="HOST:PORT of the registry to fill (plain HTTP: its loopback)"
 )
+@click.option("--dry-run", is_flag=True, help="say what would be pushed and removed; change nothing")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @store_option
-def images_push(registry: str, as_json: bool, store_path: Path) -> None:
+def images_push(registry: str, dry_run: bool, as_json: bool, store_path: Path) -> None:
     """Make the registry hold exactly the store's images: push the missing, delete what no record names."""
     from sovinfra.mirror import images as site_images
 
-    result = site_images.sync_registry(store_path, registry, _log)
+    result = site_images.sync_registry(store_path, registry, _log, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -231,3 +231,13 @@ def status() -> list[HostStatus]:
 
 def is_up() -> bool:
     return any(h.running for h in status())
+
+
+def ssh_argv(host: str) -> list[str]:
+    """ssh to lab HOST as root, as the lab's inventory does: its key, its pinned host keys only."""
+    lab_dir = paths.lab_dir()
+    return [
+        "ssh", "-n", "-F", "/dev/null", "-o", "BatchMode=yes", "-i", str(lab_dir / "id_ed25519"),
+        "-o", f"UserKnownHostsFile={lab_dir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+        f"root@{state.load().hosts[host].address}",
+    ]  # fmt: skip

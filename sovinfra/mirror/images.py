@@ -354,10 +354,13 @@ def stale_in_registry(registry: str, wanted: list[Image]) -> list[tuple[str, str
     return stale
 
 
-def sync_registry(store_root: Path, registry: str, log: Callable[[str], None]) -> dict[str, list[str]]:
+def sync_registry(
+    store_root: Path, registry: str, log: Callable[[str], None], dry_run: bool = False
+) -> dict[str, list[str]]:
     """Push what the registry lacks (verified by digest after the push), delete what no record names.
     The push speaks the distribution API itself (the mirror host needs no skopeo and its container
-    stack): blobs first, then the manifests' stored bytes, so a digest cannot change on the way."""
+    stack): blobs first, then the manifests' stored bytes, so a digest cannot change on the way. dry_run:
+    say what would be pushed and removed, change nothing."""
     root = images_dir(store_root)
     wanted = records(store_root)
     pushed, removed = [], []
@@ -365,12 +368,18 @@ def sync_registry(store_root: Path, registry: str, log: Callable[[str], None]) -
         if in_registry(registry, image):
             continue
         reachable(root, image.digest, image.reference)
+        if dry_run:
+            pushed.append(image.reference)
+            continue
         log(f"pushing {image.reference} ...")
         _push_manifest(registry, image.name, root, image.digest, image.registry_tag)
         if not in_registry(registry, image):
             raise UserError(f"{image.reference}: the registry does not serve it by its digest after the push")
         pushed.append(image.reference)
     for name, digest in stale_in_registry(registry, wanted):
+        if dry_run:
+            removed.append(f"{name}@{digest}")
+            continue
         status, body, _ = _request(f"http://{registry}/v2/{name}/manifests/{digest}", "DELETE")
         if status not in (202, 404):
             raise UserError(

@@ -71,12 +71,8 @@ def fresh_check(lab_inventory: str) -> dict:
     synced = CliRunner().invoke(cli, ["mirror", "packages", "sync", "-i", lab_inventory])
     assert synced.exit_code == 0, synced.output
     result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--check", "--json"])
-    lab_dir = paths.lab_dir()
-    ssh = ["ssh", "-i", f"{lab_dir}/id_ed25519", "-o", f"UserKnownHostsFile={lab_dir}/known_hosts"]
-    hosts = manager.state.load().hosts
     written = {
-        host: subprocess.run([*ssh, f"root@{hosts[host].address}", f"test -e {path}"], check=False).returncode
-        == 0
+        host: subprocess.run([*manager.ssh_argv(host), f"test -e {path}"], check=False).returncode == 0
         for host, path in (
             ("gpu1", "/etc/apt/sources.list.d/sovinfra-site.sources"),
             ("mirror1", "/srv/sovinfra/packages/site"),
