@@ -22,6 +22,8 @@ RUNTIME_DIRS = ("/var/lib/containerd", "/var/lib/docker", "/var/lib/containers")
 # systemd's own hierarchies (name=systemd, unified) are nspawn's business and left alone.
 CGROUP_SCRIPT = f"""#!/bin/sh
 set -e
+# cgroup v2 (one hierarchy, namespaced by nspawn): nothing to do.
+[ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] || exit 0
 h=$(cat /etc/hostname)
 for d in /sys/fs/cgroup/*/; do
   c=$(basename "$d")

@@ -132,6 +132,13 @@ def test_the_registry_is_read_only_from_the_site(lab_inventory: str, reference: 
 def test_an_image_removed_from_the_site_fails_by_name(lab_inventory: str, reference: str) -> None:
     removed = CliRunner().invoke(cli, ["mirror", "images", "rm", reference])
     assert removed.exit_code == 0 and f"removed {reference}" in removed.output
+    # Check mode says the registry would change, and changes nothing.
+    code, planned = apply(lab_inventory, "mirror", "--limit", "model_mirror", "--check")
+    assert code == 0 and planned["hosts"]["mirror1"]["changed"] > 0
+    mirror = host(lab_inventory, "mirror1")
+    name, digest = reference.split("@")
+    still = f"curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' http://127.0.0.1:5001/v2/{name}/manifests/{digest}"
+    assert mirror.run(still).rc == 0
     code, result = apply(lab_inventory, "mirror", "--limit", "model_mirror")
     assert code == 0 and result["hosts"]["mirror1"]["changed"] > 0
     egress = manager.egress_packets()
@@ -141,7 +148,6 @@ def test_an_image_removed_from_the_site_fails_by_name(lab_inventory: str, refere
     assert pulled.rc != 0 and f"{reference}: not found" in pulled.stderr
     assert manager.egress_packets() == egress == 0
     # The registry garbage-collected its blobs: nothing of the image is left on the mirror host's disk.
-    mirror = host(lab_inventory, "mirror1")
     blob = reference.split("@")[1].removeprefix("sha256:")
     left = mirror.check_output(
         f"find /var/lib/docker-registry -path '*/blobs/sha256/{blob[:2]}/{blob}' -print"
