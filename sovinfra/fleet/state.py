@@ -27,6 +27,9 @@ MANAGED_FILES = (
     "/etc/default/sovinfra-*",
     "/etc/cdi/nvidia.yaml",
     "/etc/containerd/conf.d/*.toml",
+    "/etc/containerd/certs.d/*/hosts.toml",
+    "/etc/containers/registries.conf.d/*sovinfra*",
+    "/etc/docker/registry/config.yml",
     "/etc/nvidia-container-runtime/config.toml",
     "/etc/systemd/timesyncd.conf.d/*sovinfra*",
 )
@@ -37,7 +40,8 @@ OPERATOR_FILES = frozenset({"/etc/containerd/config.toml"})
 LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
 # Unit file states whose active state is steady; a static unit (a timer's oneshot) comes and goes.
 STEADY = {"enabled", "disabled", "masked"}
-UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service")
+UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service",
+         "docker-registry.service")  # fmt: skip
 
 
 @dataclass
