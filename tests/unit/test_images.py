@@ -200,4 +200,3 @@ def test_images_travel_in_the_offline_bundle(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["mirror", "import", str(bundle), "--store", str(tmp_path / "third")])
     assert again.exit_code != 0 and f"images/blobs/sha256/{blob.name}" in again.output
     assert images.records(tmp_path / "third") == []
-
