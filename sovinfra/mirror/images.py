@@ -30,6 +30,7 @@ from typing import Any
 from sovinfra import atomic
 from sovinfra.errors import UserError
 from sovinfra.mirror import image_ref
+from sovinfra.mirror.store import hash_file
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -40,7 +41,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,6 @@ def _write_records(store_root: Path, images: list[Image]) -> None:
     )
 
 
-def hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def reachable(root: Path, digest: str, where: str) -> set[str]:
     """Every blob the image references (index, manifests, configs, layers), each one present and hashing
     to its name; else UserError naming the image and the blob."""
@@ -114,7 +106,7 @@ def reachable(root: Path, digest: str, where: str) -> set[str]:
         path = _blob(root, blob)
         if not path.is_file():
             raise UserError(f"{where}: blob {blob} is missing")
-        if hash_file(path) != blob:
+        if "sha256:" + hash_file(path) != blob:
             raise UserError(f"{where}: blob {blob} does not match its digest")
         seen.add(blob)
         return path
