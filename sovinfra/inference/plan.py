@@ -228,7 +228,7 @@ def plan(
             venv = requirement = ""
             mounts = [settings["model_cache_dir"], config_file]
             argv = ["vllm", "serve", model_dir, "--config", config_file]
-            runtime = settings.get("container_runtime_engine", "containerd")
+            runtime = settings["container_runtime_engine"]
             unit_name = f"sovinfra-inference-{name}"
             pre, argv = container_commands(runtime, image, unit_name, gpus, mounts, env_file, argv)
         elif gpu_service and gpus:

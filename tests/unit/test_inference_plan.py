@@ -21,6 +21,8 @@ def settings() -> dict[str, Any]:
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values["model_cache_dir"] = "/var/lib/sovinfra/hf-cache"
     values["agent_python"] = "/opt/sovinfra/venv/bin/python"
+    runtime = yaml.safe_load((ROLE.parent / "container_runtime" / "defaults" / "main.yml").read_text())
+    values["container_runtime_engine"] = runtime["container_runtime_engine"]
     return values
 
 
