@@ -52,6 +52,7 @@ class Package:
     description: str
     depends: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
     files: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (mode, content)
     ldconfig: bool = False  # ships shared libraries: activate libc's ldconfig trigger
     arch: str = "amd64"
@@ -267,6 +268,8 @@ def _control(pkg: Package, installed_kb: int) -> str:
         lines.append("Depends: " + ", ".join(pkg.depends))
     if pkg.conflicts:
         lines.append("Conflicts: " + ", ".join(pkg.conflicts))
+    if pkg.provides:
+        lines.append("Provides: " + ", ".join(pkg.provides))
     lines.append(f"Description: {pkg.description}")
     return "\n".join(lines) + "\n"
 

@@ -254,10 +254,33 @@ def installed_need(installed: dict[str, dict[str, Any]], versioned: list[Require
     return sorted(n for n in names if PACKAGE_NAME.match(n))
 
 
+BARE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+def provided_names(provides_lines: str) -> set[str]:
+    """The names in Provides fields, one field per line ("netavark" gives "container-network-stack (= 2)")."""
+    return {
+        e.strip().split(" ")[0] for line in provides_lines.splitlines() for e in line.split(",") if e.strip()
+    }
+
+
+def _or_providers(dependency: str) -> str:
+    """A bare dependency may be a virtual package (`container-network-stack`, which podman's stack needs):
+    aptly's name query matches package names only, so the packages whose Provides field names it are
+    asked for too. A pattern, because aptly's query language cannot match one entry of that list: a
+    package providing a longer name that contains this one may come along (harmless, rare)."""
+    if not BARE_NAME.match(dependency):
+        return dependency
+    return f"{dependency} | Provides (% *{dependency}*)"
+
+
 def filter_query(packages: list[str], versioned: Sequence[Requirement] = (), more: Sequence[str] = ()) -> str:
     """aptly's filter for the site's need: the named packages, the pinned versions, the base system
-    (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one)."""
-    return " | ".join(["Priority (required)", *packages, *(r.query() for r in versioned), *more])
+    (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one, or
+    that a flat upstream's packages have on each other; a bare name also by what provides it)."""
+    return " | ".join(
+        ["Priority (required)", *packages, *(r.query() for r in versioned), *map(_or_providers, more)]
+    )
 
 
 def missing_packages(needed: list[str], present: set[str]) -> list[str]:

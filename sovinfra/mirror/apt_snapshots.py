@@ -236,7 +236,23 @@ def _snapshot_round(aptly: Aptly, upstreams: list[apt_plan.Upstream], snap_id: s
 
 
 def _unmet(aptly: Aptly, snapshot: str) -> list[str]:
-    return apt_plan.parse_unmet(aptly("snapshot", "verify", snapshot, what=f"verifying {snapshot}"))
+    """Dependencies the snapshot does not meet. aptly 1.5's verify ignores versioned Provides, the way
+    Debian's netavark provides `container-network-stack (= 2)`: a bare name some package provides is met."""
+    unmet = apt_plan.parse_unmet(aptly("snapshot", "verify", snapshot, what=f"verifying {snapshot}"))
+    return [d for d in unmet if not (apt_plan.BARE_NAME.match(d) and _provided(aptly, snapshot, d))]
+
+
+def _provided(aptly: Aptly, snapshot: str, name: str) -> bool:
+    try:
+        provides = aptly(
+            "snapshot", "search", "-format={{.Provides}}", snapshot, f"Provides (% *{name}*)",
+            what=f"looking for what provides {name}",
+        )  # fmt: skip
+    except UserError as exc:
+        if "no results" in str(exc):
+            return False
+        raise
+    return name in apt_plan.provided_names(provides)
 
 
 def _check_need(

@@ -264,6 +264,9 @@ def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan
             ),
             nvidia_repo.Package("fake-lib", version, "library"),
             nvidia_repo.Package("fake-broken", version, "broken", depends=("no-such-package-anywhere",)),
+            # A dependency on a virtual package, met by what provides it (podman's container-network-stack).
+            nvidia_repo.Package("fake-tool", version, "tool", depends=("fake-net-stack",)),
+            nvidia_repo.Package("fake-netplug", version, "plugins", provides=("fake-net-stack (= 2)",)),
         ):
             nvidia_repo.build_deb(pkg, repo, epoch=1_700_000_000)
     fingerprint = nvidia_repo.signing_key(home)
@@ -322,6 +325,13 @@ def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstr
             store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=gone
         )
     assert apt_snapshots.current(store) == info.id and len(apt_snapshots.listing(store)) == 1
+    # A virtual dependency: the package that provides it comes along.
+    tool = [apt_plan.Requirement("fake-tool", "1.0", "gpu2: extra")]
+    virtual = apt_snapshots.sync(
+        store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=tool
+    )
+    provided = set(apt_snapshots.packages_of(apt_snapshots.Aptly(store), f"site-{virtual.id}"))
+    assert {"fake-tool_1.0-1_amd64", "fake-netplug_1.0-1_amd64"} <= provided
     # A dependency no upstream has: named, nothing published.
     broken = [apt_plan.Requirement("fake-broken", "1.0", "gpu2: nvidia_driver_version")]
     with pytest.raises(
@@ -330,4 +340,4 @@ def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstr
         apt_snapshots.sync(
             store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=broken
         )
-    assert apt_snapshots.current(store) == info.id and len(apt_snapshots.listing(store)) == 1
+    assert apt_snapshots.current(store) == virtual.id and len(apt_snapshots.listing(store)) == 2

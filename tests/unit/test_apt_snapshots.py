@@ -329,3 +329,20 @@ def test_a_key_url_that_does_not_answer_is_named(tmp_path: Path) -> None:
     (up,) = apt_plan.parse_upstreams([{**DEBIAN, "keyring": str(tmp_path / "none.gpg")}], "f")
     with pytest.raises(UserError, match=r"keyring .*none\.gpg does not exist"):
         apt_snapshots.pinned_keyring(tmp_path, up)
+
+
+def test_a_bare_dependency_is_also_asked_for_by_what_provides_it() -> None:
+    query = apt_plan.filter_query(["nginx"], more=["container-network-stack", "perl-base (= 5.36.0-7)"])
+    terms = query.split(" | ")
+    assert "container-network-stack" in terms and "Provides (% *container-network-stack*)" in terms
+    # A versioned dependency names a real package at a version: no provider pattern for it.
+    assert "perl-base (= 5.36.0-7)" in terms and not any("perl-base*" in t for t in terms)
+
+
+def test_provided_names_read_each_entry_of_each_field() -> None:
+    fields = "container-network-stack (= 2)\nmail-transport-agent, default-mta\n\n"
+    assert apt_plan.provided_names(fields) == {
+        "container-network-stack",
+        "mail-transport-agent",
+        "default-mta",
+    }
