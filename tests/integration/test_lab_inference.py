@@ -229,6 +229,51 @@ def test_vllm_on_an_8_gpu_node_in_check_mode(lab_inventory: str, key: str) -> No
         "/etc/systemd/system/sovinfra-inference-big.service"
     ).exists  # check mode wrote nothing
     assert not gpu1.file("/opt/sovinfra/engines/vllm-0.11.0").exists
+    # The same service from an image (by digest): a unit, no engine venv; nothing written either.
+    image = {**big, "name": "big-image", "image": "docker.io/vllm/vllm-openai@sha256:" + "e" * 64}
+    result = CliRunner().invoke(
+        cli,
+        ["apply", "inference", "-i", lab_inventory, "--limit", "gpu1", "--check", "--json",
+         "-e", json.dumps({"inference_services": [image]})],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    would = {c["task"] for c in json.loads(result.stdout)["changes"]}
+    assert any("unit" in t for t in would) and not any("venv" in t for t in would), would
+    assert not gpu1.file("/etc/systemd/system/sovinfra-inference-big-image.service").exists
+
+
+def test_a_service_no_longer_declared_is_stopped_and_removed(lab_inventory: str, key: str) -> None:
+    gpu1 = host(lab_inventory, "gpu1")
+    # A service an earlier converge installed and the inventory no longer declares.
+    old = "sovinfra-inference-old"
+    unit = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+    files = (
+        f"/etc/systemd/system/{old}.service",
+        "/etc/sovinfra/inference/old.yaml",
+        "/etc/sovinfra/inference/old.env",
+    )
+    make = f"printf '{unit}' > {files[0]} && touch {files[1]} {files[2]} && systemctl daemon-reload"
+    gpu1.check_output(f"{make} && systemctl enable --now {old}")
+    since = gpu1.check_output(f"systemctl show -p ActiveEnterTimestamp {UNIT}")
+    try:
+        code, planned = apply(lab_inventory, "--limit", "gpu1", "--check")
+        assert code == 0, planned["failures"]
+        would = {c["task"] for c in planned["changes"] if c["host"] == "gpu1"}
+        for task in ("Stop and disable services no longer declared", "Remove their units, settings"):
+            assert any(task in t for t in would), would
+        assert gpu1.service(old).is_running and all(
+            gpu1.file(f).exists for f in files
+        )  # check mode: untouched
+        code, done = apply(lab_inventory, "--limit", "gpu1")
+        assert code == 0, done["failures"]
+        assert not gpu1.service(old).is_running and not any(gpu1.file(f).exists for f in files)
+        assert (
+            gpu1.check_output(f"systemctl show -p ActiveEnterTimestamp {UNIT}") == since
+        )  # the declared one ran on
+        code, again = apply(lab_inventory, "--limit", "gpu1")
+        assert code == 0 and again["hosts"]["gpu1"]["changed"] == 0
+    finally:
+        gpu1.run(f"systemctl disable --now {old}; rm -f {' '.join(files)}; systemctl daemon-reload")
 
 
 def test_tampered_model_fails_its_start_and_a_converge_repairs_it(lab_inventory: str, key: str) -> None:

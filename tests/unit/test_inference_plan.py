@@ -200,3 +200,29 @@ def test_vllm_from_an_image_on_podman_and_not_on_docker() -> None:
     docker = {**settings(), "container_runtime_engine": "docker"}
     with pytest.raises(plan.PlanError, match="needs containerd or podman, not docker"):
         plan.plan([vllm_service(image=IMAGE)], docker, 8, "10.0.0.5")
+
+
+def test_services_no_longer_declared_are_found_by_their_units() -> None:
+    """The role's own expression (vars/main.yml), rendered by Ansible's templar as a host gets it."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    expression = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__inference_undeclared"]
+    try:
+        from ansible.template import trust_as_template
+    except ImportError:
+
+        def trust_as_template(value: str) -> str:  # type: ignore[misc]
+            return value
+
+    units = [
+        "sovinfra-inference-tiny.service",
+        "sovinfra-inference-old-chat.service",
+        "sovinfra-inference-a.service",
+    ]
+    variables = {
+        "__inference_installed": {"files": [{"path": f"/etc/systemd/system/{u}"} for u in units]},
+        "__inference_plan": [{"name": "tiny"}, {"name": "new"}],
+    }
+    found = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expression))
+    assert list(found) == ["a", "old-chat"]
