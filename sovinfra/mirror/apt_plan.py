@@ -164,7 +164,6 @@ def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
     names = _role_lists(roles_dir)
     runtimes = model.read_yaml(roles_dir / "container_runtime" / "vars" / "Debian.yml") or {}
     engine_packages = runtimes.get("__container_runtime_packages", {})
-    default_engine = defaults.role_defaults(roles_dir, "container_runtime").get("container_runtime_engine")
     for host in sorted(inv.hosts):
         hv = model.host_vars(inv, host)
         for key, role in HOST_PACKAGE_VARS.items():
@@ -172,7 +171,8 @@ def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
             if isinstance(value, list):
                 names |= {v for v in value if isinstance(v, str) and "{{" not in v}
         if host in inv.hosts_in("gpu_nodes"):
-            names |= set(engine_packages.get(hv.get("container_runtime_engine", default_engine), []))
+            engine = defaults.setting(inv, roles_dir, host, "container_runtime_engine")
+            names |= set(engine_packages.get(engine, []))
             # DKMS builds against the running kernel's headers; a kernel the inventory names is known now
             # (the default, the host's fact, is only known on the host: its headers come from
             # `model_mirror_apt_packages`).

@@ -11,6 +11,7 @@ import yaml
 
 from sovinfra.inference import plan, ready
 from sovinfra.lab import tiny_gguf
+from tests.conftest import trusted
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "inference"
 COMMIT = "a" * 40
@@ -21,8 +22,8 @@ def settings() -> dict[str, Any]:
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values["model_cache_dir"] = "/var/lib/sovinfra/hf-cache"
     values["agent_python"] = "/opt/sovinfra/venv/bin/python"
-    runtime = yaml.safe_load((ROLE.parent / "container_runtime" / "defaults" / "main.yml").read_text())
-    values["container_runtime_engine"] = runtime["container_runtime_engine"]
+    site = yaml.safe_load((ROLE.parent / "site" / "defaults" / "main.yml").read_text())
+    values["container_runtime_engine"] = site["site_container_runtime"]
     return values
 
 
@@ -36,16 +37,9 @@ def render(template: str, entry: dict[str, Any]) -> str:
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
 
-    try:  # ansible-core 2.19+ renders only strings marked as trusted templates
-        from ansible.template import trust_as_template
-    except ImportError:  # older: every string is a template
-
-        def trust_as_template(value: str) -> str:
-            return value
-
     variables = {"item": entry, "inference_user": "sovinfra-inference", "ansible_managed": "Ansible managed"}
     templar = Templar(loader=DataLoader(), variables=variables)
-    return str(templar.template(trust_as_template((ROLE / "templates" / template).read_text())))
+    return str(templar.template(trusted((ROLE / "templates" / template).read_text())))
 
 
 def test_vllm_on_8_h100_shards_across_all_gpus() -> None:
@@ -208,13 +202,6 @@ def test_services_no_longer_declared_are_found_by_their_units() -> None:
     from ansible.template import Templar
 
     expression = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__inference_undeclared"]
-    try:
-        from ansible.template import trust_as_template
-    except ImportError:
-
-        def trust_as_template(value: str) -> str:  # type: ignore[misc]
-            return value
-
     units = [
         "sovinfra-inference-tiny.service",
         "sovinfra-inference-old-chat.service",
@@ -224,5 +211,5 @@ def test_services_no_longer_declared_are_found_by_their_units() -> None:
         "__inference_installed": {"files": [{"path": f"/etc/systemd/system/{u}"} for u in units]},
         "__inference_plan": [{"name": "tiny"}, {"name": "new"}],
     }
-    found = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expression))
+    found = Templar(loader=DataLoader(), variables=variables).template(trusted(expression))
     assert list(found) == ["a", "old-chat"]
