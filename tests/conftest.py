@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+def trusted(text: str) -> str:
+    """A string Ansible's templar may render: ansible-core 2.19+ renders only strings marked as trusted
+    templates; older versions render every string."""
+    try:
+        from ansible.template import trust_as_template
+    except ImportError:
+        return text
+    return trust_as_template(text)  # a tagged str: str() would drop the mark
+
+
 def readline(stream: IO[str], timeout: float) -> str:
     """A line from a child's pipe, or a failure after `timeout` seconds: a hung child never hangs a test."""
     ready, _, _ = select.select([stream], [], [], timeout)

@@ -10,15 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import trusted
 from tests.unit.test_os_render import FACTS, ROLES, templar
-
-try:  # ansible-core 2.19+ renders only strings marked as trusted templates
-    from ansible.template import trust_as_template
-except ImportError:  # older: every string is a template
-
-    def trust_as_template(value: str) -> str:  # type: ignore[misc]
-        return value
-
 
 SITE = "10.0.0.1:5000"  # templar's first model_mirror host, at the site's registry port
 
@@ -26,14 +19,14 @@ SITE = "10.0.0.1:5000"  # templar's first model_mirror host, at the site's regis
 def render(template: str, **extra: Any) -> str:
     text = (ROLES / "container_runtime" / "templates" / template).read_text()
     facts = next(iter(FACTS.values()))
-    return str(templar(facts, {"ansible_managed": "managed", **extra}).template(trust_as_template(text)))
+    return str(templar(facts, {"ansible_managed": "managed", **extra}).template(trusted(text)))
 
 
 def test_the_site_registry_follows_the_first_mirror_host() -> None:
     facts = next(iter(FACTS.values()))
-    assert templar(facts).template(trust_as_template("{{ site_registry }}")) == SITE
+    assert templar(facts).template(trusted("{{ site_registry }}")) == SITE
     empty = {"groups": {"all": ["gpu1"], "gpu_nodes": ["gpu1"]}}
-    assert templar(facts, empty).template(trust_as_template("{{ site_registry }}")) == ""
+    assert templar(facts, empty).template(trusted("{{ site_registry }}")) == ""
 
 
 @pytest.mark.parametrize("upstream", ["docker.io", "nvcr.io", "ghcr.io", "registry.example:8443"])
