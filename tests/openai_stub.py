@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -38,6 +39,7 @@ class OpenAIStub:
         self.host, self.port = host, port
         self.peers: set[str] = set()  # client addresses seen (a tunnel shows its far end)
         self.count = 0
+        self.overshoot_s: list[float] = []  # how much later than asked each pause ended (its own lag)
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -135,10 +137,10 @@ class OpenAIStub:
 
         if c.role_chunk and chat:
             await send(chunk(None, role=True))
-        await asyncio.sleep(c.ttft_s)
+        await self._pause(c.ttft_s)
         for i in range(tokens):
             if i:
-                await asyncio.sleep(c.itl_s)
+                await self._pause(c.itl_s)
             if c.cut_every and n % c.cut_every == 0 and i == tokens // 2:
                 return False  # drop the connection mid-stream
             if c.malformed_every and n % c.malformed_every == 0 and i == 1:
@@ -155,6 +157,16 @@ class OpenAIStub:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    async def _pause(self, seconds: float) -> None:
+        start = time.perf_counter()
+        await asyncio.sleep(seconds)
+        self.overshoot_s.append(time.perf_counter() - start - seconds)
+
+    def overshoot_ms_p99(self) -> float:
+        """The stub's own timing error: the 99th percentile of how late its pauses ended."""
+        late = sorted(self.overshoot_s)
+        return late[min(len(late) - 1, int(len(late) * 0.99))] * 1000 if late else 0.0
 
     async def _plain(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> bool:
         head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

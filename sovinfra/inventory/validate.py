@@ -10,7 +10,7 @@ from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from sovinfra.inventory.model import SITE_GROUPS, Inventory, VarSource
+from sovinfra.inventory.model import SITE_GROUPS, Inventory, VarSource, VaultText
 from sovinfra.inventory.specs import VarSpec
 
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
@@ -70,8 +70,8 @@ def check(inv: Inventory, specs: dict[str, VarSpec], roles: list[str]) -> list[P
             if connection:
                 problems.append(Problem(source.file, key, f"{connection} ({source.scope})"))
             if key in specs:
-                if _is_template(value):
-                    continue  # evaluated by Ansible at run time
+                if _is_template(value) or isinstance(value, VaultText):
+                    continue  # known only at run time: Ansible renders or decrypts it, the role judges it
                 for msg in check_value(specs[key], value):
                     problems.append(Problem(source.file, key, f"{msg} (role {specs[key].role}, {source.scope})"))
             elif key.startswith(prefixes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -14,7 +15,8 @@ from sovinfra.loadtest.client import Endpoint
 from sovinfra.loadtest.metrics import SLO
 from tests.openai_stub import OpenAIStub, StubConfig
 
-TOLERANCE_MS = 6.0  # CI machines are shared; the tight figures belong in the benchmark
+# Loopback transfer and parsing of one event: what neither clock's lag measures.
+TRANSFER_MS = 0.5
 
 
 def run(stub: OpenAIStub, **spec: object) -> dict:
@@ -27,9 +29,12 @@ def test_ttft_and_itl_match_the_server_and_role_chunk_starts_no_clock() -> None:
     with OpenAIStub(StubConfig(ttft_s=0.05, itl_s=0.01, role_chunk=True)) as stub:
         s = run(stub, concurrency=8, requests=48, output_tokens=12)
     assert s["valid"] and s["requests_ok"] == 48 and not s["errors"]
-    assert abs(s["ttft_ms"]["p50"] - 50) < TOLERANCE_MS, s["ttft_ms"]
-    assert abs(s["itl_ms"]["p50"] - 10) < TOLERANCE_MS, s["itl_ms"]
-    assert abs(s["tpot_ms"]["p50"] - 10) < TOLERANCE_MS
+    # The measured times may exceed the server's only by what both sides measured of their own lag:
+    # the client's event-loop lag (its self-check) and how late the stub's pauses ended.
+    slack = s["self_check"]["loop_lag_ms_p99"] + stub.overshoot_ms_p99() + TRANSFER_MS
+    assert 50 <= s["ttft_ms"]["p50"] <= 50 + slack, (s["ttft_ms"], slack)  # a role chunk at 0 ms starts nothing
+    assert abs(s["itl_ms"]["p50"] - 10) <= slack, (s["itl_ms"], slack)
+    assert abs(s["tpot_ms"]["p50"] - 10) <= slack, (s["tpot_ms"], slack)
     assert s["output_tokens"] == 48 * 12 and s["usage_mismatches"] == 0
 
 
@@ -59,8 +64,8 @@ def test_a_client_that_cannot_keep_up_is_invalid() -> None:
         async def hog() -> dict:
             async def block() -> None:
                 while True:
-                    await asyncio.sleep(0.05)
-                    sum(range(2_000_000))  # the event loop stalls: lag and late dispatches
+                    await asyncio.sleep(0.02)
+                    time.sleep(0.1)  # the event loop is held 100 ms at a time, whatever the CPU's speed
 
             task = asyncio.create_task(block())
             load = runner.LoadSpec(model="m", rate=200.0, requests=100, output_tokens=2)
@@ -70,7 +75,11 @@ def test_a_client_that_cannot_keep_up_is_invalid() -> None:
 
         s = asyncio.run(hog())
     assert not s["valid"]
-    assert any("lag" in r or "late" in r or "achieved" in r for r in s["invalid_reasons"])
+    check = s["self_check"]
+    assert check["loop_lag_ms_p99"] >= 80 and check["dispatch_late_ms_p99"] >= 50, check
+    reasons = s["invalid_reasons"]
+    assert any(r.startswith("event-loop lag p99") for r in reasons), reasons
+    assert any(r.startswith("requests left") and r.endswith("late (p99)") for r in reasons), reasons
 
 
 def test_cli_slo_json_csv_baseline_and_api_key(tmp_path: Path) -> None:
@@ -151,9 +160,11 @@ def test_cli_user_errors() -> None:
 
 
 def test_search_finds_the_rate_a_capacity_bound_server_sustains() -> None:
-    # 2 requests at a time, ~40 ms each: about 50 req/s of service; queueing pushes TTFT past the
-    # 120 ms SLO well before that, and far below the 400 req/s ceiling asked for.
-    with OpenAIStub(StubConfig(ttft_s=0.02, itl_s=0.005, capacity=2)) as stub:
+    # 2 requests at a time, 20 ms + 3 x 5 ms each: the server completes at most about 57 req/s. Over a
+    # 2 s probe a queue barely forms below that; above it, it grows and TTFT passes the 120 ms SLO.
+    config = StubConfig(ttft_s=0.02, itl_s=0.005, capacity=2)
+    capacity = 2 / (config.ttft_s + 3 * config.itl_s)
+    with OpenAIStub(config) as stub:
         result = CliRunner().invoke(
             cli,
             [
@@ -165,10 +176,14 @@ def test_search_finds_the_rate_a_capacity_bound_server_sustains() -> None:
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)["search"]
     assert found["ceiling_found"] and found["max_rate"] is not None
-    assert 5 <= found["max_rate"] <= 60, found["max_rate"]
     probes = found["probes"]
+    # Geometric steps bracket the ceiling within about 1.2x (the last pass and fail are 54.8 and 64.7).
+    assert capacity / 1.3 <= found["max_rate"] <= capacity * 1.2, (found["max_rate"], capacity)
     assert probes[0]["rate"] == 400 and not probes[0]["passed"] and probes[1]["passed"]
     assert all(p["passed"] for p in probes if p["rate"] <= found["max_rate"])
+    # Below twice the capacity the client keeps up: what fails there is the server's SLO, not the client.
+    near = [p for p in probes if not p["passed"] and p["rate"] < 2 * capacity]
+    assert near and all(p["reasons"][0].startswith("goodput") for p in near), near
 
 
 def _inventory(tmp: Path, port: int, slo_ttft_ms: float) -> Path:

@@ -46,11 +46,11 @@ def test_ssh_data_keeps_host_key_checking_and_pinned_known_hosts() -> None:
             "ansible_port": 2222,
             "ansible_user": "ops",
             "ansible_ssh_private_key_file": "/k",
-            "ansible_ssh_common_args": "-o UserKnownHostsFile=/lab/known_hosts -o StrictHostKeyChecking=yes",
+            "ansible_ssh_common_args": "-o UserKnownHostsFile=/lab/known_hosts -o StrictHostKeyChecking=no",
         },
         "n1",
     )
     assert data["ssh_hostname"] == "10.1.1.1" and data["ssh_port"] == 2222 and data["ssh_user"] == "ops"
     assert data["ssh_known_hosts_file"] == "/lab/known_hosts"
-    assert data["ssh_strict_host_key_checking"] == "yes"
+    assert data["ssh_strict_host_key_checking"] == "yes"  # whatever the inventory's ssh args say
     assert ssh_data({}, "n2")["ssh_hostname"] == "n2"

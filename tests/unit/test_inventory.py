@@ -103,10 +103,17 @@ def test_missing_inventory_is_a_user_error(tmp_path: Path) -> None:
 
 def test_vault_values_and_templates_are_not_judged(tmp_path: Path) -> None:
     vault = (
-        "base_apt_proxy_url: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6231\n"
+        "base_ssh_password_authentication: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6231\n"
         "base_ssh_max_auth_tries: '{{ n }}'\n"
     )
-    site.load_checked(write_site(tmp_path, group_vars={"all": vault}))
+    _, problems = site.load_checked(write_site(tmp_path, group_vars={"all": vault}))
+    assert [p for p in problems if p.key.startswith("base_")] == []
+    # The same keys with literal values of the wrong type are judged: what passed above was not ignored.
+    literal = "base_ssh_password_authentication: perhaps\nbase_ssh_max_auth_tries: many\n"
+    with pytest.raises(UserError) as caught:
+        site.load_checked(write_site(tmp_path, group_vars={"all": literal}))
+    assert "base_ssh_password_authentication" in str(caught.value)
+    assert "base_ssh_max_auth_tries" in str(caught.value)
 
 
 def test_missing_site_group_is_a_warning(tmp_path: Path) -> None:

@@ -51,3 +51,15 @@ def test_verdict() -> None:
     invalid = metrics.verdict(_summary(valid=False, invalid_reasons=["lag"]), metrics.SLO(), 1.0, 0.0)
     assert invalid == ["client could not keep up: lag"]
     assert metrics.verdict(_summary(requests=0), slo, 1.0, 0.0)[-1].startswith("no request")
+
+
+def test_self_check_judges_the_schedule_not_the_rate_asked() -> None:
+    from sovinfra.loadtest.runner import LoadSpec, judge
+
+    spec = LoadSpec(model="m", rate=10.0, duration_s=2.0)
+    # A short Poisson schedule that happened to put 15 arrivals in 1.9 s, all sent on time: valid.
+    on_time = judge([0.001], [0.001] * 15, spec, 15, 1.9, 1.9)
+    assert on_time.valid and on_time.target_rate == round(15 / 1.9, 3)
+    # The same schedule sent over 2.5 s (the client fell behind): invalid, saying by how much.
+    behind = judge([0.001], [0.001] * 15, spec, 15, 2.5, 1.9)
+    assert behind.reasons == ["sent 6.00 req/s of the 7.89 scheduled (10.00 asked)"]

@@ -218,7 +218,12 @@ def test_agent_exit_codes_and_outputs(library: Path, tmp_path: Path) -> None:
     assert failing.returncode == 1
     assert json.loads(failing.stdout)["status"] == "unhealthy"
 
-    no_driver = agent(None, None)
+    # No driver, also on a machine that has one: an empty libnvidia-ml.so.1 first on the library path is
+    # what the loader finds (and cannot load), so the real one in ld.so.cache is never reached.
+    nothing = tmp_path / "no-driver"
+    nothing.mkdir()
+    (nothing / "libnvidia-ml.so.1").write_bytes(b"")
+    no_driver = agent(nothing / "libnvidia-ml.so.1", None)
     assert no_driver.returncode == 2
     assert "no NVIDIA driver" in no_driver.stderr and "Traceback" not in no_driver.stderr
 
