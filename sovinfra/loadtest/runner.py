@@ -60,7 +60,12 @@ def synthetic_prompt(i: int, tokens: int) -> str:
 
 
 def judge(
-    lags: list[float], late: list[float], spec: LoadSpec, sent: int, sent_span_s: float, scheduled_span_s: float
+    lags: list[float],
+    late: list[float],
+    spec: LoadSpec,
+    sent: int,
+    sent_span_s: float,
+    scheduled_span_s: float,
 ) -> SelfCheck:
     """Whether the numbers describe the server: the client's loop kept time and, at a rate, sent each
     request when its schedule said. The schedule is random (Poisson): a short run's own realised rate is
