@@ -85,12 +85,17 @@ def main() -> None:
             os.link(store.blob_path(f.sha256), target)
         prefix = tmp / "plain-nginx"
         prefix.mkdir()
-        port = serve.free_port()
+        listener = serve.listen_socket(0)
+        port = listener.getsockname()[1]
         weights_sha = next(
             f.sha256 for f in store.commit(REPO, commit).files if f.path == "model.safetensors"
         )
         (prefix / "nginx.conf").write_text(plain_nginx_conf(plain_root, prefix, port, commit, weights_sha))
-        plain = subprocess.Popen(["nginx", "-c", str(prefix / "nginx.conf"), "-p", str(prefix)])
+        plain = subprocess.Popen(
+            ["nginx", "-c", str(prefix / "nginx.conf"), "-p", str(prefix)],
+            env={**os.environ, "NGINX": f"{listener.fileno()};"},
+            pass_fds=(listener.fileno(),),
+        )
         try:
             with serve.DevServer(publish.publish(store), store.root / "blobs" / "sha256") as mirror:
                 time.sleep(0.5)

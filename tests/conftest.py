@@ -22,7 +22,10 @@ def trusted(text: str) -> str:
 
 
 def readline(stream: IO[str], timeout: float) -> str:
-    """A line from a child's pipe, or a failure after `timeout` seconds: a hung child never hangs a test."""
+    """A line from a child's pipe, or a failure after `timeout` seconds: a hung child never hangs a test.
+
+    select() sees the pipe, not the text already buffered: use it for a first line, or lines written
+    apart; a log of many lines is read by a thread instead (tests/integration/test_site_registry.py)."""
     ready, _, _ = select.select([stream], [], [], timeout)
     if not ready:
         pytest.fail(f"no line from the child within {timeout} s", pytrace=False)

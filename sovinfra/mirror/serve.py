@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import pwd
 import shutil
@@ -39,10 +40,17 @@ def dev_conf(prefix: Path, server_conf_path: Path, user: str | None) -> str:
     return template.render(managed=MANAGED, prefix=prefix, server_conf=server_conf_path, user=user)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listen_socket(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1 (port 0: the kernel picks), bound here and handed to nginx: the
+    port is never free between being chosen and being served, so nobody else can take it."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"127.0.0.1:{port} cannot be listened on: {exc.strerror}") from exc
+    sock.listen(511)
+    return sock
 
 
 class DevServer:
@@ -51,7 +59,8 @@ class DevServer:
     def __init__(self, site: Path, blobs: Path, port: int | None = None, wheels: Path | None = None) -> None:
         if not shutil.which("nginx"):
             raise UserError("nginx is not installed (apt-get install nginx-light)")
-        self.port = port or free_port()
+        self.sock = listen_socket(port or 0)
+        self.port = int(self.sock.getsockname()[1])
         self.prefix = Path(tempfile.mkdtemp(prefix="sovinfra-mirror-"))
         (self.prefix / "tmp").mkdir()
         server = self.prefix / "mirror-server.conf"
@@ -65,22 +74,35 @@ class DevServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def _answers(self) -> bool:
+        """nginx itself answered an HTTP request (the kernel accepts connections on the socket before
+        nginx runs, so a connection alone proves nothing)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=0.5)
+        try:
+            conn.request("HEAD", "/")
+            return conn.getresponse().getheader("Server", "").startswith("nginx")
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
     def start(self) -> None:
         cmd = ["nginx", "-c", str(self.conf), "-p", str(self.prefix), "-e", str(self.prefix / "error.log")]
         test = subprocess.run([*cmd, "-t"], capture_output=True, text=True, check=False)
         if test.returncode != 0:
             raise UserError(f"nginx refused the mirror config: {test.stderr.strip()[-1500:]}")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        fd = self.sock.fileno()
+        # nginx takes listening sockets from its parent through NGINX="fd;" (its own binary-upgrade path).
+        env = {**os.environ, "NGINX": f"{fd};"}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, pass_fds=(fd,))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise UserError(f"nginx exited: {(self.prefix / 'error.log').read_text()[-1500:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise UserError(f"nginx did not listen on 127.0.0.1:{self.port}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        raise UserError(f"nginx did not answer on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -90,6 +112,7 @@ class DevServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.sock.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
     def __enter__(self) -> DevServer:

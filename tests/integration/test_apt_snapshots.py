@@ -5,12 +5,14 @@ The need is kept small (priority required + hello) so each sync downloads a few 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +250,13 @@ def test_tampered_or_cut_bundle_is_refused_and_resumes(
     assert _files(target) == _files(store)
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory without a log line per request on the test's stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan.Upstream]:
     """A signed flat repository in NVIDIA's layout, served over http on loopback: two versions of a driver
@@ -272,21 +281,13 @@ def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan
     fingerprint = nvidia_repo.signing_key(home)
     nvidia_repo.index_repo(repo, home, fingerprint, "flat test")
     sitekey.stop_agent(home)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(repo), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Served from this process on a port it bound itself (never chosen free, then taken by another).
+    handler = functools.partial(QuietHandler, directory=str(repo))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         entry = {
             "name": "vendor",
             "url": f"http://127.0.0.1:{port}",
@@ -297,8 +298,9 @@ def flat_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apt_plan
         }
         yield apt_plan.parse_upstreams([entry], "test")[0]
     finally:
-        server.terminate()
-        server.wait()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstreams(

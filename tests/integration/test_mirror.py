@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,44 @@ def test_interrupted_import_leaves_nothing_visible_and_resumes(
     monkeypatch.setattr(Store, "add_blob", real_add)
     importer.import_folder(s, tiny, REPO, "main", False, lambda _m: None)
     assert s.repos() == [REPO]
+
+
+def test_an_import_killed_by_another_process_leaves_nothing_visible(tmp_path: Path) -> None:
+    """SIGKILL from outside while a blob is half written: nothing shows in the store but an unfinished
+    temporary file, which the next import sweeps before it completes."""
+    big = make_tiny_model(tmp_path / "big", weights_bytes=256 * 2**20)
+    root = tmp_path / "store"
+    args = ["mirror", "import", str(big), "--repo", REPO, "--store", str(root)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sovinfra", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    partial: list[Path] = []
+    deadline = time.monotonic() + 60
+    while not partial and proc.poll() is None and time.monotonic() < deadline:
+        tmp = root / "tmp"
+        # A temporary blob past 1 MiB: the import is mid-way through the weights.
+        partial = [f for f in (tmp.iterdir() if tmp.is_dir() else []) if f.stat().st_size > 2**20]
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial, "the import finished (or hung) before it could be killed mid-blob"
+    assert proc.returncode == -signal.SIGKILL
+    s = Store(root)
+    assert s.repos() == [] and s.commits(REPO) == []
+    blobs = root / "blobs" / "sha256"
+    for blob in blobs.iterdir() if blobs.is_dir() else []:  # whatever is there is whole
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    leftovers = set((root / "tmp").iterdir())
+    assert leftovers
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert not any(f in leftovers for f in (root / "tmp").iterdir())  # swept
+    assert s.repos() == [REPO]
+    verified = CliRunner().invoke(cli, ["mirror", "verify", "--store", str(root), "--json"])
+    assert verified.exit_code == 0 and json.loads(verified.output)["ok"], verified.output
 
 
 def test_verify_catches_a_corrupted_blob(store: Store) -> None:
@@ -269,6 +308,17 @@ def test_no_xet_and_hub_headers(server: serve.DevServer, store: Store) -> None:
         ["curl", "-sS", f"{server.url}/blobs/sha256/{blob.sha256}"], capture_output=True, check=True
     )
     assert hashlib.sha256(plain.stdout).hexdigest() == blob.sha256
+
+
+def test_the_dev_server_owns_its_port_from_the_start(server: serve.DevServer, store: Store) -> None:
+    """The port is bound before nginx starts and handed to it: nginx serves on that very socket, and a
+    second server asked for the same port is refused by name instead of racing for it."""
+    listeners = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert server.proc is not None and f"pid={server.proc.pid}," in listeners, listeners
+    with pytest.raises(UserError, match=f"127.0.0.1:{server.port} cannot be listened on"):
+        serve.DevServer(publish.publish(store), store.root / "blobs" / "sha256", port=server.port)
 
 
 def test_cut_download_resumes_with_206(

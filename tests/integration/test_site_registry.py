@@ -5,10 +5,11 @@ deleted, and a push that cannot complete names the image and leaves nothing that
 from __future__ import annotations
 
 import hashlib
+import queue
+import re
 import shutil
-import socket
 import subprocess
-import time
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,29 +29,34 @@ ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 def registry(tmp_path: Path) -> Iterator[str]:
     if not shutil.which("docker-registry"):
         missing("docker-registry is not installed (scripts/setup installs it)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = tmp_path / "registry.yml"
     storage = {"filesystem": {"rootdirectory": str(tmp_path / "data")}, "delete": {"enabled": True}}
-    doc = {
-        "version": 0.1,
-        "log": {"level": "error"},
-        "storage": storage,
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
+    # Port 0: the registry binds a port of its own choosing and says which; none is picked for it.
+    doc = {"version": 0.1, "log": {"level": "info"}, "storage": storage, "http": {"addr": "127.0.0.1:0"}}
     config.write_text(yaml.safe_dump(doc))
     proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    address = f"127.0.0.1:{port}"
+    said: queue.Queue[str] = queue.Queue()
+
+    def watch_log() -> None:  # drains the log (a full pipe would block it) and passes on the address
+        for line in proc.stderr:  # type: ignore[union-attr]
+            found = re.search(r'msg="listening on (127\.0\.0\.1:\d+)"', line)
+            if found:
+                said.put(found.group(1))
+        said.put("")
+
+    threading.Thread(target=watch_log, daemon=True).start()
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        try:
+            address = said.get(timeout=10)
+        except queue.Empty:
+            pytest.fail("docker-registry did not say where it listens within 10 s")
+        if not address:
+            pytest.fail(f"docker-registry exited ({proc.wait(timeout=10)}) before it listened")
         yield address
     finally:
         proc.terminate()
