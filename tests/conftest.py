@@ -11,6 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that take the lab down run after every other (a stable sort keeps the rest in order); every
+    test that uses the lab carries the lab marker, so `-m "not lab"` never brings one up."""
+    unmarked = [
+        i.nodeid for i in items if "lab" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("lab")
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests using the lab without the lab marker: " + ", ".join(unmarked))
+    items.sort(key=lambda item: item.get_closest_marker("lab_last") is not None)
+
+
 def trusted(text: str) -> str:
     """A string Ansible's templar may render: ansible-core 2.19+ renders only strings marked as trusted
     templates; older versions render every string."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,30 +91,35 @@ def sync(inventory: str) -> None:
     assert synced.exit_code == 0, synced.output
 
 
-def test_driver_upgrade_and_back(lab_inventory: str, converged: dict) -> None:
+def test_driver_upgrade_and_back(lab_inventory: str, converged: dict, tmp_path: Path) -> None:
     """A rolling upgrade as a sovereign site does it: the new version pinned in the inventory, a new
     snapshot holding both (gpu2 stays on the old one) made the hosts' source, the node converged to it,
-    and back."""
+    and back. Done on a copy of the lab's inventory; gpu1 is put back on the lab's driver whatever fails."""
     node = host(lab_inventory, "gpu1")
-    pinned = Path(lab_inventory) / "host_vars" / "gpu1.yml"
+    inventory = tmp_path / "lab"
+    shutil.copytree(lab_inventory, inventory)
+    pinned = inventory / "host_vars" / "gpu1.yml"
     pinned.parent.mkdir(exist_ok=True)
     # Not in the site snapshot yet: the converge refuses it before any change.
     pinned.write_text(f"nvidia_driver_version: '{NEW}'\n")
+    tags = ("--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
     try:
-        code, run = gpu_nodes(lab_inventory, "--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
+        code, run = gpu_nodes(str(inventory), *tags)
         assert code == 1 and run["hosts"]["gpu1"]["changed"] == 0
         assert any(f"{NEW} is not in the configured package sources" in f["msg"] for f in run["failures"])
         assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
         # The new snapshot, shipped to the mirror and made apt's source (base), then the upgrade.
-        sync(lab_inventory)
-        based = CliRunner().invoke(cli, ["apply", "base", "-i", lab_inventory])
+        sync(str(inventory))
+        based = CliRunner().invoke(cli, ["apply", "base", "-i", str(inventory)])
         assert based.exit_code == 0, based.output
         for version in (NEW, OLD):
             pinned.write_text(f"nvidia_driver_version: '{version}'\n")
-            code, run = gpu_nodes(lab_inventory, "--limit", "gpu1", "--tags", "nvidia_driver,fabric_manager")
+            code, run = gpu_nodes(str(inventory), *tags)
             check_driver(node, code, run, version)
     finally:
-        pinned.unlink(missing_ok=True)
+        if set(versions(node, DRIVER_PACKAGES).values()) != {f"{OLD}-1"}:
+            code, run = gpu_nodes(lab_inventory, *tags)
+            assert code == 0, run["failures"]
 
 
 def check_driver(node: testinfra.host.Host, code: int, run: dict, version: str) -> None:

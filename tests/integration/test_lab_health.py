@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 import testinfra
 from click.testing import CliRunner
 
 from sovinfra.cli import cli
-from sovinfra.lab import hosts, manager, state
+from sovinfra.lab import config, hosts, manager, state
 from sovinfra.lab.state import LabState
 
 pytestmark = pytest.mark.lab
@@ -18,6 +20,20 @@ pytestmark = pytest.mark.lab
 def verify(inventory: str) -> tuple[int, dict]:
     result = CliRunner().invoke(cli, ["verify", "health", "-i", inventory, "--json"])
     return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def gpus_restored(lab: LabState) -> Iterator[None]:
+    """Whatever GPUs the nodes had before the test, they have again after it."""
+    read = f"base64 -w0 {config.GPU_PROFILE}"
+    before = {
+        name: subprocess.run([*manager.ssh_argv(name), read], capture_output=True, text=True, check=True)
+        for name in ("gpu1", "gpu2")
+    }
+    yield
+    for name, profile in before.items():
+        write = f"echo {profile.stdout} | base64 -d > {config.GPU_PROFILE}"
+        subprocess.run([*manager.ssh_argv(name), write], check=True)
 
 
 def set_gpu(host: str, profile: str) -> None:
@@ -29,13 +45,16 @@ def test_agent_installed_with_its_timer(lab_inventory: str, converged: dict) -> 
     node = testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
     assert node.service("sovinfra-health.timer").is_enabled
     assert node.service("sovinfra-health.timer").is_running
-    assert node.run("/opt/sovinfra/venv/bin/python -c 'import ansible'").rc != 0  # minimal footprint
+    # A minimal footprint: the agent's venv runs and has NVML's binding, and nothing of Ansible.
+    assert node.run("/opt/sovinfra/venv/bin/python -c 'import pynvml, sovinfra.health'").rc == 0
+    absent = node.run("/opt/sovinfra/venv/bin/python -c 'import ansible'")
+    assert absent.rc == 1 and "ModuleNotFoundError: No module named 'ansible'" in absent.stderr
     node.check_output("systemctl start sovinfra-health.service")
     prom = node.file("/var/lib/node_exporter/textfile_collector/sovinfra_gpu_health.prom")
     assert prom.exists and "sovinfra_gpu_count " in prom.content_string
 
 
-def test_fleet_table_and_exit_code(lab_inventory: str, converged: dict) -> None:
+def test_fleet_table_and_exit_code(lab_inventory: str, converged: dict, gpus_restored: None) -> None:
     set_gpu("gpu1", "healthy-8x-a100-sxm")
     set_gpu("gpu2", "fault-row-remap-pending")
     code, doc = verify(lab_inventory)
@@ -71,4 +90,4 @@ def test_stopped_node_is_unreachable_not_healthy(lab_inventory: str, converged: 
     finally:
         manager.up(2, log=lambda _m: None)  # boots gpu2 again from its kept layer
     code, doc = verify(lab_inventory)
-    assert doc["hosts"]["gpu2"]["status"] != "unreachable"
+    assert code == 0 and doc["hosts"]["gpu2"]["status"] == "healthy", doc["hosts"]["gpu2"]

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,12 @@ import testinfra
 import yaml
 from click.testing import CliRunner
 
+from sovinfra import atomic
 from sovinfra.cli import cli
 from sovinfra.cli.mirror import DEFAULT_STORE
 from sovinfra.lab import model as lab_model
+from sovinfra.mirror import publish
+from sovinfra.mirror.store import Store
 
 pytestmark = pytest.mark.lab
 NODES = {"gpu1": "10.213.7.11", "gpu2": "10.213.7.12"}
@@ -64,6 +68,28 @@ def stream(address: str, key: str, max_tokens: int) -> list[str]:
     while pieces and not pieces[-1]:
         pieces.pop()  # the closing chunk carries finish_reason, no text
     return pieces
+
+
+@pytest.fixture
+def model_restored(lab_inventory: str) -> Iterator[Path]:
+    """The lab model as it was: commits a test adds to the store forgotten, its refs and the inventory's
+    pin put back, and the site converged to them again (only when something moved). Yields the store."""
+    store = Store(Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE)))
+    refs = store.repo_dir(lab_model.REPO) / "refs.json"
+    pin = Path(lab_inventory) / "group_vars" / "inference.yml"
+    before = (store.commits(lab_model.REPO), refs.read_bytes(), pin.read_bytes())
+    yield store.root
+    added = set(store.commits(lab_model.REPO)) - set(before[0])
+    if not added and refs.read_bytes() == before[1] and pin.read_bytes() == before[2]:
+        return
+    for commit in added:
+        (store.repo_dir(lab_model.REPO) / "commits" / f"{commit}.json").unlink()
+    atomic.write_bytes(refs, before[1])
+    atomic.write_bytes(pin, before[2])
+    publish.publish(store)
+    for playbook, limit in (("mirror", "mirror1"), ("inference", "all")):
+        done = CliRunner().invoke(cli, ["apply", playbook, "-i", lab_inventory, "--limit", limit])
+        assert done.exit_code == 0, done.output
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +147,16 @@ def _started(lab_inventory: str) -> dict[str, int]:
     }
 
 
-def test_revision_change_restarts_one_host_at_a_time(lab_inventory: str, key: str) -> None:
+def _stopped(lab_inventory: str, name: str) -> int:
+    out = host(lab_inventory, name).check_output(
+        f"systemctl show {UNIT} -p InactiveEnterTimestampMonotonic --value"
+    )
+    return int(out)
+
+
+def test_revision_change_restarts_one_host_at_a_time(
+    lab_inventory: str, key: str, model_restored: Path
+) -> None:
     before = _started(lab_inventory)
     result = CliRunner().invoke(cli, ["lab", "model", "--seed", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -149,16 +184,17 @@ def test_revision_change_restarts_one_host_at_a_time(lab_inventory: str, key: st
     assert code == 0, doc["failures"]
     after = _started(lab_inventory)
     assert all(after[n] > before[n] for n in NODES)  # both restarted onto the new revision
-    assert not any(not any(s.values()) for s in samples), "both endpoints were down at once"
-    assert any(not s["gpu1"] for s in samples) and any(not s["gpu2"] for s in samples)  # each was restarted
+    # One at a time, from systemd's own clock (the lab hosts share the kernel's monotonic clock): gpu2 was
+    # stopped only after gpu1 had started again on the new revision (and passed its readiness gate).
+    assert _stopped(lab_inventory, "gpu2") > after["gpu1"], (after, _stopped(lab_inventory, "gpu2"))
+    assert samples and not any(not any(s.values()) for s in samples), "both endpoints were down at once"
     gpu2 = host(lab_inventory, "gpu2")
     assert commit in gpu2.file("/etc/sovinfra/inference/tiny.yaml").content_string
 
 
-def test_model_failing_verification_never_starts(lab_inventory: str, key: str) -> None:
+def test_model_failing_verification_never_starts(lab_inventory: str, key: str, model_restored: Path) -> None:
     # Another commit in the store (not pinned in the inventory), published by mirror1, then rotted there.
-    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
-    commit = lab_model.import_model(store, 3, "broken", lambda _m: None)
+    commit = lab_model.import_model(model_restored, 3, "broken", lambda _m: None)
     mirror, gpu1 = host(lab_inventory, "mirror1"), host(lab_inventory, "gpu1")
     assert (
         CliRunner().invoke(cli, ["apply", "mirror", "-i", lab_inventory, "--limit", "mirror1"]).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,18 @@ REPO = "sovinfra/tiny"
 
 
 @pytest.fixture(scope="module")
-def pinned(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def inventory(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A copy of the lab's inventory for this module's settings (the lab's own is never written); after
+    the module, mirror1 and the caches are converged back to the lab's own inventory."""
+    copy = tmp_path_factory.mktemp("inventory") / "lab"
+    shutil.copytree(lab_inventory, copy)
+    yield str(copy)
+    code, doc = apply(lab_inventory)
+    assert code == 0, doc["failures"]
+
+
+@pytest.fixture(scope="module")
+def pinned(inventory: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny model in a test store, published by mirror1 and pinned on the GPU nodes (converged)."""
     store = Store(tmp_path_factory.mktemp("control-store"))
     store.root.chmod(0o755)
@@ -31,20 +43,15 @@ def pinned(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPat
         store, make_tiny_model(tmp_path_factory.mktemp("m") / "tiny"), REPO, "main", False, lambda _m: None
     )
     wheels.add(store.root, [str(probe_wheel(tmp_path_factory.mktemp("probe")))], lambda _m: None)
-    group_vars = Path(lab_inventory) / "group_vars"
-    files = {
-        group_vars / "model_mirror.yml": {"model_mirror_source_store": str(store.root)},
-        group_vars / "gpu_nodes.yml": {"model_cache_models": [{"repo": REPO, "revision": commit}]},
-    }
-    for path, data in files.items():
-        path.write_text(yaml.safe_dump(data))
-    try:
-        code, first = apply(lab_inventory)
-        assert code == 0, first["failures"]
-        yield commit
-    finally:
-        for path in files:
-            path.unlink(missing_ok=True)
+    group_vars = Path(inventory) / "group_vars"
+    (group_vars / "model_mirror.yml").write_text(
+        yaml.safe_dump({"model_mirror_source_store": str(store.root)})
+    )
+    cached = {"model_cache_models": [{"repo": REPO, "revision": commit}]}
+    (group_vars / "gpu_nodes.yml").write_text(yaml.safe_dump(cached))
+    code, first = apply(inventory)
+    assert code == 0, first["failures"]
+    return commit
 
 
 def probe_wheel(folder: Path) -> Path:
@@ -70,7 +77,7 @@ def host(inventory: str, name: str) -> testinfra.host.Host:
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=f"{inventory}/hosts.yml")
 
 
-def test_mirror_serves_and_nodes_pull_verified(lab_inventory: str, pinned: str) -> None:
+def test_mirror_serves_and_nodes_pull_verified(lab_inventory: str, inventory: str, pinned: str) -> None:
     gpu1 = host(lab_inventory, "gpu1")
     info = json.loads(gpu1.check_output("curl -sf http://10.213.7.10/api/models/%s/revision/main", REPO))
     assert info["sha"] == pinned
@@ -87,9 +94,9 @@ def test_mirror_serves_and_nodes_pull_verified(lab_inventory: str, pinned: str) 
     assert mirror.socket("tcp://10.213.7.10:80").is_listening
     assert not mirror.socket("tcp://0.0.0.0:80").is_listening  # nothing wider than it must
 
-    code, second = apply(lab_inventory)
+    code, second = apply(inventory)
     assert code == 0 and second["changes"] == []
-    code, checked = apply(lab_inventory, "--check")
+    code, checked = apply(inventory, "--check")
     assert code == 0 and checked["changes"] == []
 
 
@@ -104,7 +111,7 @@ def test_nodes_install_wheels_from_the_mirror_only(lab_inventory: str, pinned: s
     assert gpu1.check_output("/tmp/probe/bin/python -c 'import sovinfra_probe as p; print(p.ANSWER)'") == "42"
 
 
-def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, pinned: str) -> None:
+def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, inventory: str, pinned: str) -> None:
     mirror, gpu2 = host(lab_inventory, "mirror1"), host(lab_inventory, "gpu2")
     blob_path = mirror.check_output(
         "readlink -f /var/lib/sovinfra/mirror/site/www/%s/resolve/%s/tiny.Q8_0.gguf", REPO, pinned
@@ -114,7 +121,7 @@ def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, pinned: s
     gpu2.check_output("rm -rf /var/lib/sovinfra/hf-cache/models--sovinfra--tiny")
     try:
         # Only the node: a converge of mirror1 would restore the blob from the control store.
-        code, doc = apply(lab_inventory, "--limit", "gpu2")
+        code, doc = apply(inventory, "--limit", "gpu2")
         assert code != 0
         assert any("does not match" in f["msg"] and f["host"] == "gpu2" for f in doc["failures"])
         assert not gpu2.file(
@@ -122,5 +129,5 @@ def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, pinned: s
         ).exists
     finally:
         mirror.check_output("echo %s | base64 -d > %s", original, blob_path)
-    code, doc = apply(lab_inventory, "--limit", "gpu2,mirror1")
+    code, doc = apply(inventory, "--limit", "gpu2,mirror1")
     assert code == 0, doc["failures"]

@@ -21,12 +21,12 @@ def test_only_the_owner_changes_a_running_lab() -> None:
 
 
 @pytest.mark.parametrize(
-    "lab",
+    "recorded",
     [state.LabState(owner="/srv/checkout-a"), state.LabState(hosts={"gpu1": HOST})],
     ids=["no hosts", "no owner"],
 )
-def test_a_lab_without_hosts_or_owner_is_anyones(lab: state.LabState) -> None:
-    assert manager.owner_problem(lab, "/srv/checkout-b") is None
+def test_a_lab_without_hosts_or_owner_is_anyones(recorded: state.LabState) -> None:
+    assert manager.owner_problem(recorded, "/srv/checkout-b") is None
 
 
 def test_down_from_another_checkout_is_refused_before_anything_stops(

@@ -1,4 +1,5 @@
-"""Runs last: `lab down` removes everything the lab made."""
+"""`lab down` removes everything the lab made: marked lab_last, so it runs after every other test
+(tests/conftest.py orders it), whatever the files are called."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sovinfra.cli import cli
 from sovinfra.lab import config
 from sovinfra.lab.state import LabState
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_last]
 
 
 def sh(*args: str) -> str:
