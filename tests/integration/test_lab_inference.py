@@ -122,8 +122,16 @@ def test_endpoints_serve_stream_and_refuse_wrong_keys(lab_inventory: str, key: s
     ):
         assert expected in props
     assert "HF_HUB_OFFLINE=1" in props
-    config = gpu1.file("/etc/sovinfra/inference/tiny.yaml")
-    assert config.mode == 0o640 and config.group == "sovinfra-inference"
+    for path in ("/etc/sovinfra/inference/tiny.yaml", "/etc/sovinfra/inference/tiny.env"):
+        held = gpu1.file(path)  # the README's promise for files that may hold the key
+        assert (held.mode, held.user, held.group) == (0o640, "root", "sovinfra-inference"), path
+    assert key in gpu1.file(CONFIG).content_string  # where the key is, so the searches below mean something
+    # Neither the key nor the lab's vault password in any journal on the node (every unit, the converges').
+    password = lab_model.vault_password_file().read_text().strip()
+    journal = gpu1.check_output("journalctl --no-pager -o cat | wc -l")
+    assert int(journal) > 100
+    for secret in (key, password):
+        assert gpu1.run("journalctl --no-pager -o cat | grep -cF -- %s", secret).stdout.strip() == "0"
     # pip on the node knows one index: the mirror's wheelhouse.
     assert "index-url = http://10.213.7.10/simple/" in gpu1.file("/etc/pip.conf").content_string
     assert key not in gpu1.check_output(f"systemctl show {UNIT} -p ExecStart -p Environment")
