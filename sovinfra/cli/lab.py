@@ -73,14 +73,12 @@ def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
 
     The store is SOVINFRA_MIRROR_STORE or the default one, which the lab's mirror host publishes.
     """
-    import os
-    from pathlib import Path
 
     from sovinfra import paths
-    from sovinfra.cli.mirror import DEFAULT_STORE
+    from sovinfra.cli.mirror import default_store
     from sovinfra.lab import model as lab_model
 
-    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    store = default_store()
     if engine:
         lab_model.ensure_engine_wheels(store, paths.project_root() / "roles", _log)
     commit = lab_model.import_model(store, seed, revision, _log)

@@ -11,13 +11,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from sovinfra import paths
 from sovinfra.errors import UserError
+from sovinfra.inventory import defaults
 
 if TYPE_CHECKING:
     from sovinfra.inventory import model
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_STORE = "/var/lib/sovinfra/mirror"
+# The site's control store: the roles ship from `site_store`, and its default is this CLI's (one source).
+DEFAULT_STORE = str(defaults.role_defaults(paths.project_root() / "roles", "site")["site_store"])
+
+
+def default_store() -> Path:
+    """SOVINFRA_MIRROR_STORE, else the site's default store."""
+    return Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
 
 
 def store_option(fn: F) -> F:
@@ -25,7 +33,7 @@ def store_option(fn: F) -> F:
         "--store",
         "store_path",
         type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE),
+        default=default_store,
         show_default=f"SOVINFRA_MIRROR_STORE or {DEFAULT_STORE}",
         help="the mirror's store directory",
     )(fn)

@@ -1,32 +1,16 @@
-"""Ansible connection variables -> pyinfra ssh host data, and one parallel read over many hosts."""
+"""One parallel read of a pyinfra fact over many hosts, reached as the inventory says (fleet.ssh_options)."""
 
 from __future__ import annotations
 
-import shlex
+import contextlib
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sovinfra.inventory.model import Inventory, host_vars
-
-
-def ssh_data(variables: dict[str, Any], name: str) -> dict[str, Any]:
-    """pyinfra's ssh_* data from Ansible's ansible_* variables; host keys are always checked."""
-    data: dict[str, Any] = {
-        "ssh_hostname": variables.get("ansible_host", name),
-        "ssh_strict_host_key_checking": "yes",
-        "ssh_connect_retries": 0,
-    }
-    if "ansible_port" in variables:
-        data["ssh_port"] = int(variables["ansible_port"])
-    if "ansible_user" in variables:
-        data["ssh_user"] = variables["ansible_user"]
-    if "ansible_ssh_private_key_file" in variables:
-        data["ssh_key"] = variables["ansible_ssh_private_key_file"]
-    for arg in shlex.split(str(variables.get("ansible_ssh_common_args", ""))):
-        if arg.startswith("UserKnownHostsFile="):
-            data["ssh_known_hosts_file"] = arg.split("=", 1)[1]
-    return data
+from sovinfra.fleet import ssh_options
+from sovinfra.inventory.model import Inventory
 
 
 @dataclass
@@ -42,7 +26,7 @@ def read_all(
 ) -> dict[str, HostRead]:
     """Run one pyinfra fact (with the same arguments) on every host in parallel; a host that cannot be
     reached says so."""
-    from pyinfra.api import Config, State
+    from pyinfra.api import BaseStateCallback, Config, State
     from pyinfra.api import Inventory as PyinfraInventory
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.exceptions import PyinfraError
@@ -53,20 +37,35 @@ def read_all(
     from pyinfra.connectors.sshuserclient import client as ssh_client
 
     getattr(ssh_client.get_host_keys, "cache", {}).clear()
-    names = [(h, ssh_data(host_vars(inv, h), h)) for h in hosts]
-    state = State(
-        PyinfraInventory((names, {})),
-        Config(PARALLEL=max(1, min(parallel, len(hosts))), CONNECT_TIMEOUT=5, FAIL_PERCENT=100),
-    )
-    results = {h: HostRead(h, reachable=False, error="could not connect over ssh") for h in hosts}
-    try:
-        connect_all(state)
-    except PyinfraError:
-        return results  # no host answered
-    try:
-        facts = get_facts(state, fact, kwargs=kwargs)
-    finally:
-        disconnect_all(state)
+    opts = {h: ssh_options.options(inv, h) for h in hosts}  # a bad jump host fails here, before any read
+    errors: dict[str, str] = {}
+
+    class Errors(BaseStateCallback):
+        @staticmethod
+        def host_connect_error(state: Any, host: Any, error: Exception) -> None:
+            errors[host.name] = str(error.args[0] if error.args else error)  # ssh's own words
+
+    with tempfile.TemporaryDirectory(prefix="sovinfra-ssh-") as private:
+        names = [(h, ssh_options.pyinfra_data(o)) for h, o in opts.items()]
+        config = ssh_options.jump_config(list(opts.values()))
+        if config:  # pyinfra (paramiko) takes jump hosts from an ssh_config; one per read, never cached
+            path = Path(private) / "ssh_config"
+            path.write_text(config)
+            for _, data in names:
+                data["ssh_config_file"] = str(path)
+        state = State(
+            PyinfraInventory((names, {})),
+            Config(PARALLEL=max(1, min(parallel, len(hosts))), CONNECT_TIMEOUT=5, FAIL_PERCENT=100),
+        )
+        state.add_callback_handler(Errors())
+        with contextlib.suppress(PyinfraError):  # no host answered: each says why below
+            connect_all(state)
+        try:
+            facts = get_facts(state, fact, kwargs=kwargs) if state.activated_hosts else {}
+        finally:
+            disconnect_all(state)
+    unreached = {h: errors.get(h, "could not connect over ssh") for h in hosts}
+    results = {h: HostRead(h, reachable=False, error=why) for h, why in unreached.items()}
     for py_host, value in facts.items():
         results[py_host.name] = HostRead(py_host.name, reachable=True, value=value)
     return results

@@ -23,6 +23,11 @@ def role_defaults(roles_dir: Path, role: str) -> dict[str, Any]:
     return dict(_read(roles_dir / role / "defaults" / "main.yml"))
 
 
+def role_vars(roles_dir: Path, role: str, name: str = "main") -> dict[str, Any]:
+    """A role's constants (`roles/ROLE/vars/NAME.yml`), for code that must agree with them."""
+    return dict(_read(roles_dir / role / "vars" / f"{name}.yml"))
+
+
 def all_defaults(roles_dir: Path) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in sorted(roles_dir.glob("*/defaults/main.yml")):

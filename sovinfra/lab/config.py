@@ -7,6 +7,9 @@ import os
 import uuid
 from dataclasses import dataclass
 
+from sovinfra import paths
+from sovinfra.inventory import defaults
+
 BRIDGE = "svlab0"
 NFT_TABLE = "sovinfra_lab"
 MACHINE_PREFIX = "svlab-"
@@ -67,5 +70,8 @@ def board_uuid(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sovinfra-lab:{name}"))
 
 
-# Where a lab GPU node's simulated GPUs are described (health_agent installs it; `lab gpu` swaps it).
-GPU_PROFILE = "/etc/sovinfra/nvml-profile.yml"
+# Where a lab GPU node's simulated GPUs are described (health_agent installs it; `lab gpu` swaps it): the
+# role's own constant, one source.
+GPU_PROFILE = str(
+    defaults.role_vars(paths.project_root() / "roles", "health_agent")["__health_agent_nvml_profile_path"]
+)

@@ -8,26 +8,17 @@ jump host (ProxyJump in its ssh args, as Ansible reads them) is load-tested thro
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sovinfra.errors import UserError
+from sovinfra.fleet import ssh_options
+from sovinfra.fleet.ssh_options import Jump
 from sovinfra.inventory.model import Inventory, VaultText, host_vars, var_file
 from sovinfra.loadtest.metrics import SLO
 
 _VAR_REF = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
-
-
-@dataclass(frozen=True)
-class Jump:
-    host: str
-    port: int
-    user: str | None
-    key_file: str | None
-    known_hosts: str | None
 
 
 @dataclass(frozen=True)
@@ -52,60 +43,6 @@ class Target:
     max_error_rate: float
     load: LoadSize
     jump: Jump | None
-
-
-def proxy_jump(ssh_args: str) -> str | None:
-    """The ProxyJump spec in ssh arguments (-J X, -o ProxyJump=X, or ProxyCommand ssh -W %h:%p X)."""
-    words = shlex.split(ssh_args)
-    for i, word in enumerate(words):
-        option = word[2:] if word.startswith("-o") and len(word) > 2 else None
-        if word == "-o" and i + 1 < len(words):
-            option = words[i + 1]
-        if word == "-J" and i + 1 < len(words):
-            return words[i + 1]
-        if option is None:
-            continue
-        name, _, value = option.partition("=")
-        if name.strip().lower() == "proxyjump" and value.strip().lower() != "none":
-            return value.strip()
-        if name.strip().lower() == "proxycommand":
-            command = shlex.split(value)
-            if command[:1] == ["ssh"] and "-W" in command:
-                return command[-1]
-    return None
-
-
-def known_hosts_file(ssh_args: str) -> str | None:
-    for word in shlex.split(ssh_args):
-        if word.startswith("UserKnownHostsFile="):
-            return word.split("=", 1)[1]
-    return None
-
-
-def _jump(inv: Inventory, host: str, variables: dict[str, Any]) -> Jump | None:
-    args = f"{variables.get('ansible_ssh_common_args', '')} {variables.get('ansible_ssh_extra_args', '')}"
-    spec = proxy_jump(args)
-    if spec is None:
-        return None
-    where = f"{var_file(inv, host, 'ansible_ssh_common_args')}: ansible_ssh_common_args (host {host})"
-    if "," in spec:
-        raise UserError(f"{where}: ProxyJump {spec!r}: only one jump host is supported")
-    match = _JUMP.match(spec)
-    if not match:
-        raise UserError(f"{where}: ProxyJump {spec!r}: expected [user@]host[:port]")
-    name = match["host"].strip("[]")
-    user, port = match["user"], int(match["port"]) if match["port"] else None
-    if name in inv.hosts:  # an inventory host: its own connection variables apply
-        jv = host_vars(inv, name)
-        name, port = str(jv.get("ansible_host", name)), port or int(jv.get("ansible_port", 22))
-        user = user or jv.get("ansible_user")
-    return Jump(
-        host=name,
-        port=port or 22,
-        user=user or variables.get("ansible_user"),
-        key_file=variables.get("ansible_ssh_private_key_file"),
-        known_hosts=known_hosts_file(args),
-    )
 
 
 def _secret(inv: Inventory, host: str, variables: dict[str, Any], value: Any, where: str, vault: Any) -> str:
@@ -166,7 +103,7 @@ def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: A
                         output_tokens=int(variables["inference_loadtest_output_tokens"]),
                         timeout_s=float(variables["inference_loadtest_timeout_s"]),
                     ),
-                    jump=_jump(inv, host, variables),
+                    jump=ssh_options.options(inv, host).jump,
                 )
             )
     return targets

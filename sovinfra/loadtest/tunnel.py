@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra.errors import UserError
-from sovinfra.loadtest.targets import Jump
+from sovinfra.fleet.ssh_options import Jump
 
 
 class _Server(socketserver.ThreadingTCPServer):

@@ -162,7 +162,7 @@ HOST_PACKAGE_VARS = {
 def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
     """Every package name the site's hosts install from the OS archive (dependencies are aptly's job)."""
     names = _role_lists(roles_dir)
-    runtimes = model.read_yaml(roles_dir / "container_runtime" / "vars" / "Debian.yml") or {}
+    runtimes = defaults.role_vars(roles_dir, "container_runtime", "Debian")
     engine_packages = runtimes.get("__container_runtime_packages", {})
     for host in sorted(inv.hosts):
         hv = model.host_vars(inv, host)
@@ -199,10 +199,10 @@ def _pinned(inv: model.Inventory, roles_dir: Path, host: str, key: str) -> str:
 def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
     """NVIDIA's packages at the versions each GPU node pins, named as the NVIDIA roles install them
     (their vars are the one list of names); dependencies are resolved by the sync."""
-    driver_names = (model.read_yaml(roles_dir / "nvidia_driver" / "vars" / "Debian.yml") or {}).get(
+    driver_names = defaults.role_vars(roles_dir, "nvidia_driver", "Debian").get(
         "__nvidia_driver_packages", {}
     )
-    toolkit_names = (model.read_yaml(roles_dir / "nvidia_container_toolkit" / "vars" / "main.yml") or {}).get(
+    toolkit_names = defaults.role_vars(roles_dir, "nvidia_container_toolkit").get(
         "__nvidia_container_toolkit_packages", []
     )
     need: dict[tuple[str, str], Requirement] = {}

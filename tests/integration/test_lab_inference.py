@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 
 from sovinfra import atomic
 from sovinfra.cli import cli
-from sovinfra.cli.mirror import DEFAULT_STORE
+from sovinfra.cli.mirror import default_store
 from sovinfra.lab import model as lab_model
 from sovinfra.mirror import publish
 from sovinfra.mirror.store import Store
@@ -74,7 +73,7 @@ def stream(address: str, key: str, max_tokens: int) -> list[str]:
 def model_restored(lab_inventory: str) -> Iterator[Path]:
     """The lab model as it was: commits a test adds to the store forgotten, its refs and the inventory's
     pin put back, and the site converged to them again (only when something moved). Yields the store."""
-    store = Store(Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE)))
+    store = Store(default_store())
     refs = store.repo_dir(lab_model.REPO) / "refs.json"
     pin = Path(lab_inventory) / "group_vars" / "inference.yml"
     before = (store.commits(lab_model.REPO), refs.read_bytes(), pin.read_bytes())

@@ -82,3 +82,28 @@ def test_an_unknown_jump_host_key_is_refused(gpu1_stub: testinfra.host.Host, lab
     result = CliRunner().invoke(cli, ["verify", "load", "-i", str(site), "--limit", "gpu1"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "FAIL: jump host" in result.output and "not found in known_hosts" in result.output
+
+
+def test_facts_go_through_the_same_jump_host_and_check_its_key(lab_inventory: str, tmp_path: Path) -> None:
+    """The pyinfra readers honour the inventory's ProxyJump as Ansible and `verify load` do: gpu1's sshd
+    sees the read arrive from mirror1; with mirror1's key unknown, the read fails with ssh's own reason."""
+    site = _site_through_mirror1(lab_inventory, tmp_path)
+    gpu1 = testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
+    since = gpu1.check_output("date +%s")
+    result = CliRunner().invoke(cli, ["facts", "-i", str(site), "--limit", "gpu1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["hosts"]["gpu1"]["facts"]["kernel"]
+    mirror1 = yaml.safe_load((site / "hosts.yml").read_text())["all"]["children"]["model_mirror"]["hosts"]
+    mirror1_address = mirror1["mirror1"]["ansible_host"]
+    accepted = gpu1.check_output(
+        f"journalctl -u ssh --since @{since} -o cat | grep 'Accepted publickey' || true"
+    )
+    sources = {line.split(" from ")[1].split()[0] for line in accepted.splitlines()}
+    assert mirror1_address in sources, accepted
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    refused = _site_through_mirror1(lab_inventory, tmp_path / "refused", known_hosts=str(empty))
+    result = CliRunner().invoke(cli, ["facts", "-i", str(refused), "--limit", "gpu1", "--json"])
+    assert result.exit_code == 1
+    read = json.loads(result.output)["hosts"]["gpu1"]
+    assert not read["reachable"] and "not found in known_hosts" in read["error"], read

@@ -4,7 +4,6 @@ a converge repairs what the roles own."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from sovinfra.cli import cli
-from sovinfra.cli.mirror import DEFAULT_STORE
+from sovinfra.cli.mirror import default_store
 from sovinfra.lock import schema
 from sovinfra.mirror import apt_snapshots
 
@@ -47,7 +46,7 @@ def locked(lab_inventory: str, converged: dict) -> Iterator[Path]:
 
 def test_lock_records_the_site_and_is_stable(lab_inventory: str, locked: Path) -> None:
     doc = schema.load(locked)
-    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    store = default_store()
     assert doc["packages_snapshot"] == apt_snapshots.current(store)
     gpu = doc["classes"][GPU]
     assert gpu["hosts"] == ["gpu1", "gpu2"] and doc["classes"]["model_mirror"]["hosts"] == ["mirror1"]
@@ -211,7 +210,7 @@ def test_dr_drill_the_mirror_host_restored_from_the_offline_bundle(
     from sovinfra.lab import model as lab_model
 
     egress = manager.egress_packets()
-    store = Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    store = default_store()
     bundle, restored = tmp_path / "bundle", tmp_path / "restored"
     code, out = run("mirror", "export", str(bundle), "--store", str(store))
     assert code == 0, out

@@ -10,6 +10,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 
 from sovinfra import paths
 from sovinfra.errors import UserError
+from sovinfra.fleet import ssh_options
 from sovinfra.inventory import model, site
 from sovinfra.loadtest import targets
 
@@ -28,7 +29,7 @@ VAULT = VaultLib([("default", VaultSecret(b"pw"))])
     ],
 )
 def test_proxy_jump_forms(args: str, spec: str | None) -> None:
-    assert targets.proxy_jump(args) == spec
+    assert ssh_options.proxy_jump(args) == spec
 
 
 def _site(tmp: Path, host_vars: dict, group_vars: dict | None = None) -> Path:
@@ -73,7 +74,7 @@ def test_targets_with_slos_defaults_and_a_jump_host_from_the_inventory(tmp_path:
     first, second = _collect(path, VAULT)
     assert (first.url, first.model, first.api_key) == ("http://10.0.0.11:8000", "m", "s3cret")
     assert first.slo.ttft_ms == 200 and first.slo.tpot_ms is None and first.load.concurrency == 8
-    assert first.jump == targets.Jump("192.0.2.5", 2200, "root", None, "/lab/known_hosts")
+    assert first.jump == ssh_options.Jump("192.0.2.5", 2200, "root", None, "/lab/known_hosts")
     assert (second.url, second.model, second.jump, second.api_key) == ("https://gpu2:81", "o/x", None, None)
     assert second.min_goodput == 0.95 and second.load.requests == 32  # the role's defaults
 

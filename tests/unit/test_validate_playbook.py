@@ -8,6 +8,7 @@ no host is contacted).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_validate_playbook_refuses_the_same_bad_values(tmp_path: Path) -> None:
     messages = " ".join(str(f["msg"]) for f in result.recap.failures)
     for name, _ in CASES.values():
         assert name in messages
+
+
+def test_a_play_keyword_reads_the_roles_default_not_a_copy(tmp_path: Path) -> None:
+    """playbooks/inference.yml's `serial` falls back to the inference role's own default (read from its
+    defaults file by a filter), and an inventory value wins: a real ansible run renders both."""
+    defaults = yaml.safe_load((ROOT / "roles" / "inference" / "defaults" / "main.yml").read_text())
+    play = yaml.safe_load((ROOT / "playbooks" / "inference.yml").read_text())
+    serial = next(p["serial"] for p in play if "serial" in p)
+    assert "sovinfra_role_default('inference_serial')" in serial
+    env = runner.environment(1, strategy=strategy.Strategy("linear", None, ""))
+    for extra, expected in (([], defaults["inference_serial"]), (["-e", "inference_serial=3"], 3)):
+        out = subprocess.run(
+            ["ansible", "localhost", "-m", "debug", "-a", f"msg={serial}", *extra],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert re.search(rf'"msg": "?{expected}"?\n', out), out

@@ -1,13 +1,14 @@
 # Every role's argument spec, read the way `sovinfra inventory check` reads them, and which options
-# validate.yml can judge before any role runs (validate.yml uses both).
+# validate.yml can judge before any role runs (validate.yml uses both); a role's default where a play
+# keyword needs it before the role loads.
 from __future__ import annotations
-
-from pathlib import Path
 
 from ansible.errors import AnsibleError, AnsibleFilterError
 from jinja2 import Undefined
 from jinja2.exceptions import UndefinedError
 
+from sovinfra import paths
+from sovinfra.inventory import defaults
 from sovinfra.inventory.specs import role_options
 
 # What rendering a value that cannot be rendered yet raises (2.19 raises a jinja2 UndefinedError subclass
@@ -16,7 +17,10 @@ _UNRENDERABLE = (AnsibleError, UndefinedError)
 
 
 def role_specs(roles_dir):
-    found = role_options(Path(str(roles_dir)))
+    """The specs of the roles in ROLES_DIR; a relative path is the project's own (`'roles'`), wherever
+    the playbook is kept."""
+    roles_dir = paths.project_root() / str(roles_dir)  # an absolute ROLES_DIR stays as it is
+    found = role_options(roles_dir)
     if not found:
         raise AnsibleFilterError(f"no roles with meta/argument_specs.yml under {roles_dir}")
     return [{"role": role, "options": options} for role, options in found.items()]
@@ -58,6 +62,19 @@ def judgeable(options, host_vars):
     return kept
 
 
+def role_default(role, name):
+    """A role's default, for a play keyword that is evaluated before the role's defaults are loaded
+    (`serial`): read from the role's defaults file, so the value is written once."""
+    found = defaults.role_defaults(paths.project_root() / "roles", str(role))
+    if name not in found:
+        raise AnsibleFilterError(f"role {role} has no default {name}")
+    return found[name]
+
+
 class FilterModule:
     def filters(self):
-        return {"sovinfra_role_specs": role_specs, "sovinfra_judgeable": judgeable}
+        return {
+            "sovinfra_role_specs": role_specs,
+            "sovinfra_judgeable": judgeable,
+            "sovinfra_role_default": role_default,
+        }
