@@ -1,15 +1,18 @@
-"""Parsing node facts and mapping Ansible connection variables for pyinfra."""
+"""One reading of a host's state (script, parser, the roles' filter) and one reading of its ssh settings."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
 from pathlib import Path
 
 import paramiko
 import yaml
 
-from sovinfra.fleet import ssh_options
-from sovinfra.fleet.facts import parse_node_facts
+from sovinfra.fleet import host_state, ssh_options
 from sovinfra.inventory import model
+from tests.conftest import ROOT
 
 CAPTURED = """os_name=Ubuntu 24.04.1 LTS
 os_id=ubuntu
@@ -23,12 +26,17 @@ disk=nvme0n1:3840755982336:0
 disk=sda:480103981056:1
 nvidia_pci=0000:18:00.0:0x2330
 nvidia_pci=0000:2a:00.0:0x2330
+free_bytes=412316860416
 secure_boot=enabled
+kernel_headers_candidate=6.8.0-45.45
+nvidia_loaded_version=570.124.06
+nvidia_module_version=570.124.06
+nouveau_loaded=no
 """.splitlines()
 
 
-def test_parse_node_facts() -> None:
-    facts = parse_node_facts(CAPTURED)
+def test_parse_a_recorded_host() -> None:
+    facts = host_state.parse(CAPTURED)
     assert facts["os_id"] == "ubuntu" and facts["os_version"] == "24.04"
     assert facts["cpus"] == 224 and facts["mem_kib"] == 2113403512
     assert facts["disks"][0] == {"name": "nvme0n1", "bytes": 3840755982336, "rotational": False}
@@ -37,11 +45,35 @@ def test_parse_node_facts() -> None:
         {"bus_id": "0000:18:00.0", "device_id": "0x2330"},
         {"bus_id": "0000:2a:00.0", "device_id": "0x2330"},
     ]
-    assert facts["secure_boot"] == "enabled"
+    assert facts["secure_boot"] == "enabled" and facts["free_bytes"] == 412316860416
+    assert facts["nvidia_loaded_version"] == facts["nvidia_module_version"] == "570.124.06"
+    assert facts["kernel_headers_candidate"] == "6.8.0-45.45" and facts["nouveau_loaded"] == "no"
+
+
+def test_the_script_reads_this_machine_in_the_one_vocabulary() -> None:
+    """The script itself, run here (no GPU): every key the readers use, the words they judge by."""
+    out = subprocess.run(["sh", str(host_state.SCRIPT)], capture_output=True, text=True, check=True).stdout
+    facts = host_state.parse(out.splitlines())
+    assert {"kernel", "free_bytes", "secure_boot", "nouveau_loaded", "nvidia_loaded_version"} <= set(facts)
+    assert facts["secure_boot"] in ("enabled", "disabled", "unavailable")
+    assert facts["nouveau_loaded"] in ("yes", "no") and isinstance(facts["free_bytes"], int)
+    assert facts["kernel"] == os.uname().release and isinstance(facts["nvidia_pci"], list)
+
+
+def test_the_roles_filter_is_the_same_parser() -> None:
+    """preflight and the driver role parse with the `sovinfra_host_state` filter: the same function."""
+    spec = importlib.util.spec_from_file_location(
+        "sovinfra_host_state", ROOT / "sovinfra" / "ansible" / "plugins" / "filter" / "sovinfra_host_state.py"
+    )
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    parse = plugin.FilterModule().filters()["sovinfra_host_state"]
+    assert parse(CAPTURED) == host_state.parse(CAPTURED)
 
 
 def test_parse_tolerates_noise_and_missing_numbers() -> None:
-    facts = parse_node_facts(["garbage", "cpus=", "mem_kib=abc"])
+    facts = host_state.parse(["garbage", "cpus=", "mem_kib=abc"])
     assert facts["cpus"] is None and facts["mem_kib"] is None and facts["disks"] == []
 
 
