@@ -134,6 +134,14 @@ def test_interrupted_import_leaves_nothing_visible_and_resumes(
     assert s.repos() == [REPO]
 
 
+def _size(path: Path) -> int:
+    """A temporary file's size, 0 once the import has renamed it into the store."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_an_import_killed_by_another_process_leaves_nothing_visible(tmp_path: Path) -> None:
     """SIGKILL from outside while a blob is half written: nothing shows in the store but an unfinished
     temporary file, which the next import sweeps before it completes."""
@@ -151,7 +159,7 @@ def test_an_import_killed_by_another_process_leaves_nothing_visible(tmp_path: Pa
     while not partial and proc.poll() is None and time.monotonic() < deadline:
         tmp = root / "tmp"
         # A temporary blob past 1 MiB: the import is mid-way through the weights.
-        partial = [f for f in (tmp.iterdir() if tmp.is_dir() else []) if f.stat().st_size > 2**20]
+        partial = [f for f in (tmp.iterdir() if tmp.is_dir() else []) if _size(f) > 2**20]
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
