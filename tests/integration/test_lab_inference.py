@@ -93,7 +93,8 @@ def model_restored(lab_inventory: str) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def key(lab_inventory: str, converged: dict) -> str:
-    # Earlier tests restart lab hosts: converging again waits (readiness gate) until every endpoint serves.
+    # Whatever state the lab is in (hosts restarted, by hand or by a test): a converge waits (readiness gate)
+    # until every endpoint serves.
     code, doc = apply(lab_inventory)
     assert code == 0, doc["failures"]
     return lab_model.api_key(Path(lab_inventory))

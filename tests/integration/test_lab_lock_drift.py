@@ -34,7 +34,7 @@ def host(inventory: str, name: str) -> testinfra.host.Host:
 
 @pytest.fixture(scope="module")
 def locked(lab_inventory: str, converged: dict) -> Iterator[Path]:
-    # Earlier tests restart lab hosts and services: converge first so the lock records a settled site.
+    # Whatever state the lab is in: converge first so the lock records a settled site.
     code, out = run("apply", "-i", lab_inventory, "--json")
     assert code == 0, out
     code, out = run("lock", "-i", lab_inventory, "--json")
@@ -88,7 +88,7 @@ def test_injected_drift_is_reported_and_a_converge_repairs_it(lab_inventory: str
     [pin] = schema.load(locked)["classes"][GPU]["models"]
     repo, commit = pin.split("@")
     cache = f"/var/lib/sovinfra/hf-cache/models--{repo.replace('/', '--')}/snapshots/{commit}"
-    blob = gpu1.check_output("readlink -f %s/*.gguf", cache)  # the pinned commit: earlier tests cache others
+    blob = gpu1.check_output("readlink -f %s/*.gguf", cache)  # the pinned commit (a cache may hold others)
     gpu1.check_output("printf 'X' | dd of=%s bs=1 seek=4096 conv=notrunc status=none", blob)
     gpu2.check_output("apt-mark unhold nvidia-smi")
     gpu2.check_output("echo '# edited' >> /etc/pip.conf")

@@ -43,7 +43,7 @@ def test_up_twice_duplicates_nothing(lab: LabState) -> None:
 
 def test_site_converges_then_reports_nothing_to_change(lab_inventory: str, converged: dict) -> None:
     assert converged["ok"] and converged["complete"]
-    # Converge once more: tests before this one may have changed the inventory (and so the hosts).
+    # Converge once more: whatever changed the hosts since the session's converge is settled first.
     assert apply_json(lab_inventory)["ok"]
     second = apply_json(lab_inventory)
     assert second["ok"]
