@@ -19,13 +19,16 @@ if TYPE_CHECKING:
     from sovinfra.inventory import model
 
 F = TypeVar("F", bound=Callable[..., Any])
-# The site's control store: the roles ship from `site_store`, and its default is this CLI's (one source).
-DEFAULT_STORE = str(defaults.role_defaults(paths.project_root() / "roles", "site")["site_store"])
 
 
 def default_store() -> Path:
-    """SOVINFRA_MIRROR_STORE, else the site's default store."""
-    return Path(os.environ.get("SOVINFRA_MIRROR_STORE", DEFAULT_STORE))
+    """SOVINFRA_MIRROR_STORE, else the site's default control store: `site_store` in roles/site, which the
+    roles ship from (one source). Read when needed: on a mirror host, where this CLI runs from the agent's
+    venv with --store and no roles/, it never is."""
+    env = os.environ.get("SOVINFRA_MIRROR_STORE")
+    if env:
+        return Path(env)
+    return Path(str(defaults.role_defaults(paths.project_root() / "roles", "site")["site_store"]))
 
 
 def store_option(fn: F) -> F:
@@ -34,7 +37,7 @@ def store_option(fn: F) -> F:
         "store_path",
         type=click.Path(file_okay=False, path_type=Path),
         default=default_store,
-        show_default=f"SOVINFRA_MIRROR_STORE or {DEFAULT_STORE}",
+        show_default="SOVINFRA_MIRROR_STORE, else the site's site_store",
         help="the mirror's store directory",
     )(fn)
 

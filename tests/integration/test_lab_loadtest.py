@@ -106,4 +106,6 @@ def test_facts_go_through_the_same_jump_host_and_check_its_key(lab_inventory: st
     result = CliRunner().invoke(cli, ["facts", "-i", str(refused), "--limit", "gpu1", "--json"])
     assert result.exit_code == 1
     read = json.loads(result.output)["hosts"]["gpu1"]
-    assert not read["reachable"] and "not found in known_hosts" in read["error"], read
+    assert (
+        not read["reachable"] and f"No host key for {mirror1_address} found in known_hosts" in read["error"]
+    ), read

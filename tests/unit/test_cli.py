@@ -138,3 +138,24 @@ def test_a_missing_store_or_inventory_is_exit_2_and_json_under_json(
     assert machine.exit_code == 2
     doc = json.loads(machine.stdout)
     assert doc["exit_code"] == 2 and "/nonexistent/" in doc["error"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "sovinfra", "health", "--help"],
+        ["-m", "sovinfra", "mirror", "publish", "--help"],
+        ["-m", "sovinfra", "mirror", "pull", "--help"],
+        ["-m", "sovinfra.mirror.cache_check", "--help"],
+        ["-m", "sovinfra.inference.ready", "--help"],
+    ],
+)
+def test_what_hosts_run_needs_no_project_checkout(argv: list[str], tmp_path: Path) -> None:
+    """Nodes and the mirror host run sovinfra from a venv with no roles/ or inventory beside it: the verbs
+    they run must not read the project's files to start (a default read from roles/ at import did)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SOVINFRA_PROJECT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
