@@ -12,14 +12,20 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that take the lab down run after every other (a stable sort keeps the rest in order); every
-    test that uses the lab carries the lab marker, so `-m "not lab"` never brings one up."""
+    """Tests without the lab first (timing tests then run on a quiet machine, before lab hosts share its
+    cores), then the lab's, then those that take the lab down (a stable sort keeps each part's order).
+    Every test that uses the lab carries the lab marker, so `-m "not lab"` never brings one up."""
     unmarked = [
         i.nodeid for i in items if "lab" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("lab")
     ]
     if unmarked:
         raise pytest.UsageError("tests using the lab without the lab marker: " + ", ".join(unmarked))
-    items.sort(key=lambda item: item.get_closest_marker("lab_last") is not None)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("lab_last") is not None,
+            item.get_closest_marker("lab") is not None,
+        )
+    )
 
 
 def trusted(text: str) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from sovinfra.cli import cli
 from sovinfra.loadtest import runner
@@ -17,6 +19,22 @@ from tests.openai_stub import OpenAIStub, StubConfig
 
 # Loopback transfer and parsing of one event: what neither clock's lag measures.
 TRANSFER_MS = 0.5
+# A run the client's own self-check voids (this process stalled: another job on a shared CI machine) says
+# nothing about the code under test: it is measured again, up to this many times in all.
+ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def measured(run: Callable[[], T], void: Callable[[T], bool]) -> T:
+    for _ in range(ATTEMPTS - 1):
+        result = run()
+        if not void(result):
+            return result
+    return run()
+
+
+def client_void(result: Result) -> bool:
+    return "(the client, not the server)" in result.output or '"valid": false' in result.output
 
 
 def run(stub: OpenAIStub, **spec: object) -> dict:
@@ -27,7 +45,9 @@ def run(stub: OpenAIStub, **spec: object) -> dict:
 
 def test_ttft_and_itl_match_the_server_and_role_chunk_starts_no_clock() -> None:
     with OpenAIStub(StubConfig(ttft_s=0.05, itl_s=0.01, role_chunk=True)) as stub:
-        s = run(stub, concurrency=8, requests=48, output_tokens=12)
+        s = measured(
+            lambda: run(stub, concurrency=8, requests=48, output_tokens=12), lambda s: not s["valid"]
+        )
     assert s["valid"] and s["requests_ok"] == 48 and not s["errors"]
     # The measured times may exceed the server's only by what both sides measured of their own lag:
     # the client's event-loop lag (its self-check) and how late the stub's pauses ended.
@@ -90,18 +110,21 @@ def test_cli_slo_json_csv_baseline_and_api_key(tmp_path: Path) -> None:
         base = ["loadtest", stub.url, "--model", "m", "--requests", "10", "--output-tokens", "4"]
         denied = cli_runner.invoke(cli, [*base, "--json"])
         assert json.loads(denied.output)["errors"] == {"http_401": 10} and denied.exit_code == 1
-        ok = cli_runner.invoke(
-            cli,
-            [
-                *base,
-                "--api-key",
-                "s3cret",
-                "--json",
-                "--slo-ttft-ms",
-                "500",
-                "--save-baseline",
-                str(tmp_path / "b.json"),
-            ],
+        ok = measured(
+            lambda: cli_runner.invoke(
+                cli,
+                [
+                    *base,
+                    "--api-key",
+                    "s3cret",
+                    "--json",
+                    "--slo-ttft-ms",
+                    "500",
+                    "--save-baseline",
+                    str(tmp_path / "b.json"),
+                ],
+            ),
+            client_void,
         )
         assert ok.exit_code == 0, ok.output
         doc = json.loads(ok.output)
@@ -119,10 +142,9 @@ def test_cli_slo_json_csv_baseline_and_api_key(tmp_path: Path) -> None:
         assert set(doc["ttft_ms"]) == {"mean", "p50", "p90", "p95", "p99"}
         miss = cli_runner.invoke(cli, [*base, "--api-key", "s3cret", "--slo-ttft-ms", "1"])
         assert miss.exit_code == 1
-        sweep = cli_runner.invoke(
-            cli, [*base, "--api-key", "s3cret", "--concurrency", "1,4", "--csv", str(tmp_path / "s.csv")]
-        )
-        assert sweep.exit_code == 0, sweep.output  # seen once under full-suite load: keep the reason
+        sweep_args = [*base, "--api-key", "s3cret", "--concurrency", "1,4", "--csv", str(tmp_path / "s.csv")]
+        sweep = measured(lambda: cli_runner.invoke(cli, sweep_args), client_void)
+        assert sweep.exit_code == 0, sweep.output
         assert (tmp_path / "s.csv").read_text().count("\n") == 3
         stub.config.ttft_s = 0.2  # the server got slower: the baseline catches it
         regressed = cli_runner.invoke(
@@ -165,15 +187,22 @@ def test_search_finds_the_rate_a_capacity_bound_server_sustains() -> None:
     # 2 s probe a queue barely forms below that; above it, it grows and TTFT passes the 120 ms SLO.
     config = StubConfig(ttft_s=0.02, itl_s=0.005, capacity=2)
     capacity = 2 / (config.ttft_s + 3 * config.itl_s)
+    args = [
+        "loadtest", "--model", "m", "--search-rate", "2,400", "--search-steps", "7", "--duration", "2",
+        "--output-tokens", "4", "--slo-ttft-ms", "120", "--min-goodput", "0.9", "--json",
+    ]  # fmt: skip
+
+    def client_failed_below_twice_capacity(result: Result) -> bool:
+        probes = json.loads(result.output)["search"]["probes"] if result.exit_code == 0 else []
+        return any(
+            p["rate"] < 2 * capacity and "client could not keep up" in " ".join(p["reasons"]) for p in probes
+        )
+
     with OpenAIStub(config) as stub:
-        result = CliRunner().invoke(
-            cli,
-            [
-                "loadtest", stub.url, "--model", "m", "--search-rate", "2,400", "--search-steps", "7",
-                "--duration", "2", "--output-tokens", "4", "--slo-ttft-ms", "120", "--min-goodput", "0.9",
-                "--json",
-            ],
-        )  # fmt: skip
+        result = measured(
+            lambda: CliRunner().invoke(cli, [*args[:1], stub.url, *args[1:]]),
+            client_failed_below_twice_capacity,
+        )
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)["search"]
     assert found["ceiling_found"] and found["max_rate"] is not None
