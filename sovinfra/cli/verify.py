@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 import click
 
@@ -12,9 +11,6 @@ from sovinfra.cli.options import limit_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 from sovinfra.inventory.model import select_hosts
-
-if TYPE_CHECKING:  # the load-test modules load only when `verify load` runs
-    from sovinfra.loadtest.targets import Target
 
 
 @click.group()
@@ -52,7 +48,7 @@ def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None
         raise SystemExit(1)
 
 
-def _vault(password_file: str | None) -> object | None:
+def vault_lib(password_file: str | None) -> object | None:
     if not password_file:
         return None
     from ansible.errors import AnsibleError
@@ -81,15 +77,17 @@ def load(
     """
     from sovinfra import paths
     from sovinfra.loadtest import targets
+    from sovinfra.loadtest.check import check
 
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
     hosts = select_hosts(inv, limit, within="inference")
     defaults = targets.role_defaults(paths.project_root() / "roles")
-    found = targets.collect(inv, hosts, defaults, _vault(site.vault_password_file(vault_password_file, path)))
+    vault = vault_lib(site.vault_password_file(vault_password_file, path))
+    found = targets.collect(inv, hosts, defaults, vault)
     if not found:
         raise UserError(f"{path}: no inference endpoints: set inference_services on hosts of group inference")
-    results = [_load_one(t, as_json) for t in found]
+    results = [check(t, None if as_json else click.echo) for t in found]
     failed = [r for r in results if not r["passed"]]
     if as_json:
         click.echo(json.dumps({"ok": not failed, "endpoints": results}, indent=2))
@@ -106,41 +104,3 @@ def load(
             click.echo(f"{r['host']:<12} {r['service']:<14} {ok:>7} {numbers} {tps}  {verdict}")
     if failed:
         raise SystemExit(1)
-
-
-def _load_one(target: Target, quiet: bool) -> dict:
-    """One endpoint's acceptance run: through its jump host when it has one."""
-    import asyncio
-    import contextlib
-    from dataclasses import replace
-
-    from sovinfra.loadtest import metrics, runner
-    from sovinfra.loadtest.client import Endpoint
-    from sovinfra.loadtest.tunnel import Tunnel
-
-    endpoint = Endpoint.parse(target.url, target.api_key)
-    result: dict = {"host": target.host, "service": target.service, "url": target.url, "model": target.model,
-                    "via": f"{target.jump.host}:{target.jump.port}" if target.jump else None,
-                    "slo": asdict(target.slo), "summary": None}  # fmt: skip
-    if not quiet:
-        click.echo(f"load-testing {target.host}/{target.service} at {target.url}"
-                   + (f" via {result['via']}" if target.jump else "") + " ...")  # fmt: skip
-    spec = runner.LoadSpec(
-        model=target.model,
-        concurrency=target.load.concurrency,
-        requests=target.load.requests,
-        warmup=target.load.warmup,
-        input_tokens=target.load.input_tokens,
-        output_tokens=target.load.output_tokens,
-        timeout_s=target.load.timeout_s,
-    )
-    try:
-        with contextlib.ExitStack() as stack:
-            if target.jump:
-                tunnel = stack.enter_context(Tunnel(target.jump, (endpoint.host, endpoint.port)))
-                endpoint = replace(endpoint, connect_to=("127.0.0.1", tunnel.local_port))
-            _, summary = asyncio.run(runner.run(endpoint, spec, target.slo))
-    except UserError as exc:  # the jump host refused us: this endpoint fails, the others still run
-        return {**result, "passed": False, "reasons": [str(exc)]}
-    reasons = metrics.verdict(summary, target.slo, target.min_goodput, target.max_error_rate)
-    return {**result, "summary": summary, "passed": not reasons, "reasons": reasons}

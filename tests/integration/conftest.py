@@ -94,3 +94,31 @@ def converged(lab_inventory: str, fresh_check: dict) -> dict:
     result = CliRunner().invoke(cli, ["apply", "-i", lab_inventory, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+@pytest.fixture
+def gpus_restored(lab: LabState) -> Iterator[None]:
+    """Whatever GPUs the nodes had before the test, they have again after it."""
+    import subprocess
+
+    from sovinfra.lab import config
+
+    read = f"base64 -w0 {config.GPU_PROFILE}"
+    before = {
+        name: subprocess.run([*manager.ssh_argv(name), read], capture_output=True, text=True, check=True)
+        for name in ("gpu1", "gpu2")
+    }
+    yield
+    for name, profile in before.items():
+        write = f"echo {profile.stdout} | base64 -d > {config.GPU_PROFILE}"
+        subprocess.run([*manager.ssh_argv(name), write], check=True)
+
+
+def set_gpu(host: str, profile: str) -> None:
+    """Swap a lab node's simulated GPUs (`sovinfra lab gpu`)."""
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+
+    result = CliRunner().invoke(cli, ["lab", "gpu", host, profile])
+    assert result.exit_code == 0, result.output

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 import testinfra
 from click.testing import CliRunner
 
 from sovinfra.cli import cli
-from sovinfra.lab import config, hosts, manager, state
+from sovinfra.lab import hosts, manager, state
 from sovinfra.lab.state import LabState
+from tests.integration.conftest import set_gpu
 
 pytestmark = pytest.mark.lab
 
@@ -20,25 +19,6 @@ pytestmark = pytest.mark.lab
 def verify(inventory: str) -> tuple[int, dict]:
     result = CliRunner().invoke(cli, ["verify", "health", "-i", inventory, "--json"])
     return result.exit_code, json.loads(result.stdout)
-
-
-@pytest.fixture
-def gpus_restored(lab: LabState) -> Iterator[None]:
-    """Whatever GPUs the nodes had before the test, they have again after it."""
-    read = f"base64 -w0 {config.GPU_PROFILE}"
-    before = {
-        name: subprocess.run([*manager.ssh_argv(name), read], capture_output=True, text=True, check=True)
-        for name in ("gpu1", "gpu2")
-    }
-    yield
-    for name, profile in before.items():
-        write = f"echo {profile.stdout} | base64 -d > {config.GPU_PROFILE}"
-        subprocess.run([*manager.ssh_argv(name), write], check=True)
-
-
-def set_gpu(host: str, profile: str) -> None:
-    result = CliRunner().invoke(cli, ["lab", "gpu", host, profile])
-    assert result.exit_code == 0, result.output
 
 
 def test_agent_installed_with_its_timer(lab_inventory: str, converged: dict) -> None:

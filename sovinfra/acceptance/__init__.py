@@ -1,0 +1,1 @@
+"""Fleet acceptance: records, baselines, the run directory and its report."""

@@ -1,0 +1,82 @@
+"""A synthetic fleet's acceptance run (records through the same functions a real run uses): the report's
+browser test and its size benchmark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sovinfra.acceptance.records import Record, from_health, from_load, verdict
+
+BAD_HOST, BAD_SERIAL = "node07", "1650924007005"
+
+
+def agent_doc(host_n: int, gpus: int, fail_serial: str = "") -> dict[str, Any]:
+    listed = [
+        {
+            "index": i,
+            "name": "NVIDIA H200",
+            "serial": f"16509240{host_n:02d}{i:03d}",
+            "bus_id": f"00000000:{0x19 + i * 0x20:02X}:00.0",
+            "uuid": f"GPU-{host_n:02d}{i:02d}",
+        }
+        for i in range(gpus)
+    ]
+    findings = [
+        {
+            "check": "ecc",
+            "severity": "ok",
+            "message": "no uncorrectable errors",
+            "gpu_index": g["index"],
+            "serial": g["serial"],
+        }
+        for g in listed
+    ]
+    findings += [
+        {
+            "check": "xid",
+            "severity": "fail",
+            "message": "Xid 79: GPU has fallen off the bus",
+            "action": "drain the node, reseat or replace the GPU",
+            "gpu_index": g["index"],
+            "serial": g["serial"],
+        }
+        for g in listed
+        if g["serial"] == fail_serial
+    ]
+    return {"status": "unhealthy" if fail_serial else "healthy", "gpus": listed, "findings": findings}
+
+
+def fleet(
+    nodes: int = 16, gpus: int = 8, run: str = "20261203T060000Z"
+) -> tuple[dict[str, Any], list[Record]]:
+    records: list[Record] = []
+    for n in range(1, nodes + 1):
+        host = f"node{n:02d}"
+        bad = BAD_SERIAL if host == BAD_HOST else ""
+        records += from_health(run, "health start", host, agent_doc(n, gpus, bad))
+        for c in (2, 4, 8):
+            result = {
+                "host": host,
+                "service": "llama",
+                "concurrency": c,
+                "slo": {"ttft_ms": 500.0},
+                "summary": {
+                    "ttft_ms": {"p50": 40.0 * c, "p99": 55.0 * c},
+                    "tpot_ms": {"p50": 12.0},
+                    "output_tokens_per_s": 90.0 * c**0.8,
+                    "goodput_requests": 16,
+                },
+                "reasons": [],
+            }
+            records += from_load(run, result)
+    summary = {
+        "run": run,
+        "verdict": verdict(records),
+        "profile": "quick",
+        "inventory": "synthetic",
+        "started": "2026-12-03T06:00:00+00:00",
+        "seconds": 300.0,
+        "baseline": None,
+        "fingerprint": {},
+    }
+    return summary, records

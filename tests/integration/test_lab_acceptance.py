@@ -1,0 +1,83 @@
+"""Fleet acceptance on the lab: a healthy run passes and becomes the baseline; then a GPU fault on one node
+and a slower endpoint on the other fail the next run with exactly those GPUs and endpoints named, and the
+report says what changed since the baseline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sovinfra.acceptance import rundir
+from sovinfra.cli import cli
+from sovinfra.lab import manager
+from tests.integration.conftest import set_gpu
+
+pytestmark = pytest.mark.lab
+
+UNIT = "sovinfra-inference-tiny.service"
+ECC_GPU = "1654923002"  # fault-ecc-uncorrectable: GPU 2 of the same eight H100s as healthy-8x-h100-sxm
+
+
+def acceptance(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(cli, ["acceptance", *args, "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def failing(run_dir: str) -> set[tuple[str, str, str]]:
+    _, records = rundir.load(Path(run_dir))
+    return {(r.stage, r.subject, r.check) for r in records if r.status in ("fail", "error", "not-run")}
+
+
+def on(host: str, command: str) -> str:
+    return subprocess.run([*manager.ssh_argv(host), command], capture_output=True, text=True, check=True).stdout
+
+
+def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
+    lab_inventory: str, converged: dict, gpus_restored: None, tmp_path: Path
+) -> None:
+    set_gpu("gpu1", "healthy-8x-h100-sxm")
+    set_gpu("gpu2", "healthy-4x-l40s")
+    runs, base = tmp_path / "runs", tmp_path / "baseline"
+    # The lab's two cores are shared by both nodes and the client: only a gross change counts here.
+    tolerances = tmp_path / "tolerances.yml"
+    tolerances.write_text("ttft_p50_pct: 300\ntokens_per_s_pct: 70\n")
+    common = ["-i", lab_inventory, "--out", str(runs), "--tolerances", str(tolerances)]
+
+    code, first = acceptance(*common, "--baseline", "none")
+    assert code == 0 and first["verdict"] in ("pass", "warn"), failing(first["path"])
+    assert set(first["stage_seconds"]) == {"facts", "health start", "endpoints", "health end"}
+    assert first["fingerprint"]["gpu1"]["driver"] == "580.95.05"
+    _, records = rundir.load(Path(first["path"]))
+    gpus = {(r.host, r.gpu_serial) for r in records if r.stage == "health start" and r.check == "gpu present"}
+    assert len([g for g in gpus if g[0] == "gpu1"]) == 8 and len([g for g in gpus if g[0] == "gpu2"]) == 4
+    points = {r.endpoint for r in records if r.stage == "endpoints" and r.check == "ttft p50"}
+    assert points == {"tiny@c1", "tiny@c2", "tiny@c4"}  # the quick sweep of concurrency 4, on each host
+    accepted = CliRunner().invoke(cli, ["acceptance", "accept", first["path"], "--baseline", str(base)])
+    assert accepted.exit_code == 0 and (base / "current").read_text().strip() == first["run"], accepted.output
+
+    set_gpu("gpu1", "fault-ecc-uncorrectable")
+    on("gpu2", f"systemctl set-property --runtime {UNIT} CPUQuota=4%")
+    try:
+        assert on("gpu2", f"systemctl show -P CPUQuotaPerSecUSec {UNIT}").strip() == "40ms"
+        code, second = acceptance(*common, "--baseline", str(base))
+    finally:
+        on("gpu2", f"systemctl set-property --runtime {UNIT} CPUQuota=")
+    assert code == 1 and second["verdict"] == "fail" and second["baseline"] == first["run"]
+    bad = failing(second["path"])
+    # The GPU by serial, at the start and as health end's change; nothing on gpu2's GPUs or gpu1's endpoint.
+    gpu_faults = {b for b in bad if "GPU" in b[1]}
+    assert gpu_faults == {("health start", f"gpu1 GPU {ECC_GPU}", "ecc"), ("health end", f"gpu1 GPU {ECC_GPU}", "ecc")}
+    assert not [b for b in bad if b[1].startswith("gpu1/")], bad
+    slow = {b for b in bad if b[1].startswith("gpu2/")}
+    assert slow and all(b[0] in ("endpoints", "baseline") for b in slow), slow
+    assert ("baseline", "gpu2/tiny@c1", "ttft p50") in slow, slow
+    assert bad == gpu_faults | slow
+    page = (Path(second["path"]) / "report.html").read_text()
+    assert f"gpu1 GPU {ECC_GPU}" in page and "gpu2/tiny@c1" in page and "% worse" in page
+    shown = CliRunner().invoke(cli, ["acceptance", "show", second["path"]])
+    assert shown.exit_code == 1 and ECC_GPU in shown.output and "gpu2/tiny@c1" in shown.output
