@@ -9,17 +9,28 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from sovinfra.acceptance import rundir
 from sovinfra.cli import cli
-from sovinfra.lab import manager
+from sovinfra.lab import manager, nvmlsim
 from tests.integration.conftest import set_gpu
 
 pytestmark = pytest.mark.lab
 
 UNIT = "sovinfra-inference-tiny.service"
-ECC_GPU = "1654923002"  # fault-ecc-uncorrectable: GPU 2 of the same eight H100s as healthy-8x-h100-sxm
+HEALTHY = "healthy-4x-l40s"  # the lab's driver (570.124.06): nothing fails on the driver pin
+ECC_GPU = "1791124002"  # GPU 2 of that profile, given uncorrectable ECC errors below
+
+
+def ecc_fault(tmp_path: Path) -> Path:
+    """The same four GPUs, GPU 2 with 4 uncorrectable ECC errors since boot."""
+    doc = yaml.safe_load(nvmlsim.profile_path(HEALTHY).read_text())
+    doc["gpus"][2]["ecc"] = {"enabled": True, "volatile_uncorrected": 4, "aggregate_uncorrected": 4}
+    path = tmp_path / "ecc-fault.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def acceptance(*args: str) -> tuple[int, dict]:
@@ -34,14 +45,16 @@ def failing(run_dir: str) -> set[tuple[str, str, str]]:
 
 
 def on(host: str, command: str) -> str:
-    return subprocess.run([*manager.ssh_argv(host), command], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [*manager.ssh_argv(host), command], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     lab_inventory: str, converged: dict, gpus_restored: None, tmp_path: Path
 ) -> None:
-    set_gpu("gpu1", "healthy-8x-h100-sxm")
-    set_gpu("gpu2", "healthy-4x-l40s")
+    set_gpu("gpu1", HEALTHY)
+    set_gpu("gpu2", HEALTHY)
     runs, base = tmp_path / "runs", tmp_path / "baseline"
     # The lab's two cores are shared by both nodes and the client: only a gross change counts here.
     tolerances = tmp_path / "tolerances.yml"
@@ -51,16 +64,16 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     code, first = acceptance(*common, "--baseline", "none")
     assert code == 0 and first["verdict"] in ("pass", "warn"), failing(first["path"])
     assert set(first["stage_seconds"]) == {"facts", "health start", "endpoints", "health end"}
-    assert first["fingerprint"]["gpu1"]["driver"] == "580.95.05"
+    assert first["fingerprint"]["gpu1"]["driver"] == "570.124.06"
     _, records = rundir.load(Path(first["path"]))
     gpus = {(r.host, r.gpu_serial) for r in records if r.stage == "health start" and r.check == "gpu present"}
-    assert len([g for g in gpus if g[0] == "gpu1"]) == 8 and len([g for g in gpus if g[0] == "gpu2"]) == 4
+    assert len([g for g in gpus if g[0] == "gpu1"]) == 4 and len([g for g in gpus if g[0] == "gpu2"]) == 4
     points = {r.endpoint for r in records if r.stage == "endpoints" and r.check == "ttft p50"}
     assert points == {"tiny@c1", "tiny@c2", "tiny@c4"}  # the quick sweep of concurrency 4, on each host
     accepted = CliRunner().invoke(cli, ["acceptance", "accept", first["path"], "--baseline", str(base)])
     assert accepted.exit_code == 0 and (base / "current").read_text().strip() == first["run"], accepted.output
 
-    set_gpu("gpu1", "fault-ecc-uncorrectable")
+    set_gpu("gpu1", str(ecc_fault(tmp_path)))
     on("gpu2", f"systemctl set-property --runtime {UNIT} CPUQuota=4%")
     try:
         assert on("gpu2", f"systemctl show -P CPUQuotaPerSecUSec {UNIT}").strip() == "40ms"
@@ -71,7 +84,11 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     bad = failing(second["path"])
     # The GPU by serial, at the start and as health end's change; nothing on gpu2's GPUs or gpu1's endpoint.
     gpu_faults = {b for b in bad if "GPU" in b[1]}
-    assert gpu_faults == {("health start", f"gpu1 GPU {ECC_GPU}", "ecc"), ("health end", f"gpu1 GPU {ECC_GPU}", "ecc")}
+    assert {b[1] for b in gpu_faults} == {f"gpu1 GPU {ECC_GPU}"}, bad
+    assert {
+        ("health start", f"gpu1 GPU {ECC_GPU}", "ecc"),
+        ("health end", f"gpu1 GPU {ECC_GPU}", "ecc"),
+    } <= gpu_faults
     assert not [b for b in bad if b[1].startswith("gpu1/")], bad
     slow = {b for b in bad if b[1].startswith("gpu2/")}
     assert slow and all(b[0] in ("endpoints", "baseline") for b in slow), slow
