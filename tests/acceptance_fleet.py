@@ -3,6 +3,8 @@ browser test and its size benchmark."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from sovinfra.acceptance.records import Record, from_health, from_load, verdict
@@ -10,39 +12,33 @@ from sovinfra.acceptance.records import Record, from_health, from_load, verdict
 BAD_HOST, BAD_SERIAL = "node07", "1650924007005"
 
 
+# A real H100 agent report (device run, serials redacted): every check the agent makes on one GPU.
+REAL = json.loads(
+    (Path(__file__).parent / "fixtures" / "real_nvml" / "h100_sxm_vm_idle_health.json").read_text()
+)
+
+
 def agent_doc(host_n: int, gpus: int, fail_serial: str = "") -> dict[str, Any]:
+    """The real report's findings for each of `gpus` GPUs (all ok), an XID 79 on `fail_serial`."""
     listed = [
-        {
-            "index": i,
-            "name": "NVIDIA H200",
-            "serial": f"16509240{host_n:02d}{i:03d}",
-            "bus_id": f"00000000:{0x19 + i * 0x20:02X}:00.0",
-            "uuid": f"GPU-{host_n:02d}{i:02d}",
-        }
+        {"index": i, "name": "NVIDIA H200", "serial": f"16509240{host_n:02d}{i:03d}",
+         "bus_id": f"00000000:{0x19 + i * 0x20:02X}:00.0", "uuid": f"GPU-{host_n:02d}{i:02d}"}
         for i in range(gpus)
-    ]
-    findings = [
-        {
-            "check": "ecc",
-            "severity": "ok",
-            "message": "no uncorrectable errors",
-            "gpu_index": g["index"],
-            "serial": g["serial"],
-        }
-        for g in listed
-    ]
-    findings += [
-        {
-            "check": "xid",
-            "severity": "fail",
-            "message": "Xid 79: GPU has fallen off the bus",
-            "action": "drain the node, reseat or replace the GPU",
-            "gpu_index": g["index"],
-            "serial": g["serial"],
-        }
-        for g in listed
-        if g["serial"] == fail_serial
-    ]
+    ]  # fmt: skip
+    findings = []
+    for g in listed:
+        for f in REAL["findings"]:
+            finding = {
+                **f,
+                "severity": "ok",
+                "gpu_index": g["index"],
+                "serial": g["serial"],
+                "bus_id": g["bus_id"],
+            }
+            if f["check"] == "xid" and g["serial"] == fail_serial:
+                finding |= {"severity": "fail", "message": "Xid 79: GPU has fallen off the bus",
+                            "action": "drain the node, reseat or replace the GPU"}  # fmt: skip
+            findings.append(finding)
     return {"status": "unhealthy" if fail_serial else "healthy", "gpus": listed, "findings": findings}
 
 

@@ -20,6 +20,7 @@ from tests.integration.conftest import set_gpu
 pytestmark = pytest.mark.lab
 
 UNIT = "sovinfra-inference-tiny.service"
+THROTTLE = "sovinfra-test-throttle"
 HEALTHY = "healthy-4x-l40s"  # the lab's driver (570.124.06): nothing fails on the driver pin
 ECC_GPU = "1791124002"  # GPU 2 of that profile, given uncorrectable ECC errors below
 
@@ -74,12 +75,15 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     assert accepted.exit_code == 0 and (base / "current").read_text().strip() == first["run"], accepted.output
 
     set_gpu("gpu1", str(ecc_fault(tmp_path)))
-    on("gpu2", f"systemctl set-property --runtime {UNIT} CPUQuota=4%")
+    # A slower endpoint: gpu2's engine is held stopped 90% of the time (SIGSTOP/SIGCONT, a transient unit).
+    pid = on("gpu2", f"systemctl show -P MainPID {UNIT}").strip()
+    assert int(pid) > 0
+    throttle = f"while :; do kill -STOP {pid}; sleep 0.09; kill -CONT {pid}; sleep 0.01; done"
+    on("gpu2", f"systemd-run --unit {THROTTLE} sh -c '{throttle}'")
     try:
-        assert on("gpu2", f"systemctl show -P CPUQuotaPerSecUSec {UNIT}").strip() == "40ms"
         code, second = acceptance(*common, "--baseline", str(base))
     finally:
-        on("gpu2", f"systemctl set-property --runtime {UNIT} CPUQuota=")
+        on("gpu2", f"systemctl stop {THROTTLE}; kill -CONT {pid}")
     assert code == 1 and second["verdict"] == "fail" and second["baseline"] == first["run"]
     bad = failing(second["path"])
     # The GPU by serial, at the start and as health end's change; nothing on gpu2's GPUs or gpu1's endpoint.
