@@ -71,6 +71,7 @@ def _summary_lines(summary: dict, records: list) -> list[str]:
     type=click.Path(path_type=Path),
     help="YAML of percent tolerances against the baseline over the defaults (ttft_p50_pct, ...)",
 )
+@click.option("--accept", "accept_run", is_flag=True, help="make the run the baseline when it does not fail")
 @click.option("--out", "out_dir", help="where the run directory goes (default: the inventory's runs)")
 @vault_password_option
 @click.option("--json", "as_json", is_flag=True, help="print the run's summary as JSON")
@@ -82,6 +83,7 @@ def acceptance(
     profile: str,
     baseline_dir: str,
     tolerances_file: Path | None,
+    accept_run: bool,
     out_dir: str | None,
     vault_password_file: str | None,
     as_json: bool,
@@ -118,7 +120,7 @@ def acceptance(
     )
     baseline = None
     if base_dir is not None:
-        if baseline_dir != "auto" and not base_dir.is_dir():
+        if baseline_dir != "auto" and not base_dir.is_dir() and not accept_run:
             raise UserError(f"{base_dir}: no such baseline directory")
         accepted = rundir.current(base_dir)
         baseline = rundir.load(accepted) if accepted else None  # a corrupt baseline: named, nothing runs
@@ -144,12 +146,18 @@ def acceptance(
         "baseline": baseline[0]["run"] if baseline else None,
     }
     written = rundir.write(out, summary, run.records, run.raw)
+    accepted_into = None
+    if accept_run and summary["verdict"] != "fail":
+        accepted_into = base_dir or home / "baseline"
+        rundir.accept(written, accepted_into, force=False)
     if as_json:
-        click.echo(
-            json.dumps({**summary, "path": str(written), "report": str(written / "report.html")}, indent=2)
-        )
+        where = {"path": str(written), "report": str(written / "report.html")}
+        into = {"accepted_into": str(accepted_into) if accepted_into else None}
+        click.echo(json.dumps({**summary, **where, **into}, indent=2))
     else:
         click.echo("\n".join(_summary_lines(summary, run.records)))
+        if accepted_into:
+            click.echo(f"accepted as the baseline in {accepted_into}")
         click.echo(f"report: {written / 'report.html'}")
     if summary["verdict"] == "fail":
         raise SystemExit(1)

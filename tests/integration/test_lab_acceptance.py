@@ -62,7 +62,8 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     tolerances.write_text("ttft_p50_pct: 300\ntokens_per_s_pct: 70\n")
     common = ["-i", lab_inventory, "--out", str(runs), "--tolerances", str(tolerances)]
 
-    code, first = acceptance(*common, "--baseline", "none")
+    # As the README runs it: the first passing run becomes the baseline.
+    code, first = acceptance(*common, "--baseline", str(base), "--accept")
     assert code == 0 and first["verdict"] in ("pass", "warn"), failing(first["path"])
     assert set(first["stage_seconds"]) == {"facts", "health start", "endpoints", "health end"}
     assert first["fingerprint"]["gpu1"]["driver"] == "570.124.06"
@@ -71,8 +72,7 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     assert len([g for g in gpus if g[0] == "gpu1"]) == 4 and len([g for g in gpus if g[0] == "gpu2"]) == 4
     points = {r.endpoint for r in records if r.stage == "endpoints" and r.check == "ttft p50"}
     assert points == {"tiny@c1", "tiny@c2", "tiny@c4"}  # the quick sweep of concurrency 4, on each host
-    accepted = CliRunner().invoke(cli, ["acceptance", "accept", first["path"], "--baseline", str(base)])
-    assert accepted.exit_code == 0 and (base / "current").read_text().strip() == first["run"], accepted.output
+    assert first["accepted_into"] == str(base) and (base / "current").read_text().strip() == first["run"]
 
     set_gpu("gpu1", str(ecc_fault(tmp_path)))
     # A slower endpoint: gpu2's engine is held stopped 90% of the time (SIGSTOP/SIGCONT, a transient unit).

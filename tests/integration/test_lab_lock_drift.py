@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sovinfra.cli import cli
 from sovinfra.cli.mirror import default_store
 from sovinfra.lock import schema
-from sovinfra.mirror import apt_snapshots
+from sovinfra.mirror import apt_snapshots, wheels
 
 pytestmark = pytest.mark.lab
 GPU = "gpu_nodes+inference"
@@ -56,6 +56,9 @@ def test_lock_records_the_site_and_is_stable(lab_inventory: str, locked: Path) -
     assert len(gpu["packages"]["libc6"]["sha256"]) == 64
     assert len(gpu["packages"]["nvidia-driver"]["sha256"]) == 64
     assert len(gpu["packages"]["nvidia-container-toolkit"]["sha256"]) == 64
+    # The agent venv came from the site wheelhouse: each of its distributions by the sha256 of its wheel.
+    agent = {wheels.normalize(d): v for d, v in gpu["venvs"]["/opt/sovinfra/venv"].items()}
+    assert all(len(agent[d]["sha256"]) == 64 for d in ("sovinfra", "click", "pyyaml", "nvidia-ml-py")), agent
     [pin] = gpu["models"]
     assert doc["models"][pin] and all(len(sha) == 64 for sha in doc["models"][pin].values())
     assert any(u.startswith("sovinfra-inference-tiny") for u in doc["hosts"]["gpu1"]["units"])

@@ -404,3 +404,24 @@ def test_report_puts_failures_first_and_fetches_nothing() -> None:
     assert "1650924060002" in page and "drain the node" in page
     for outside in ("<script", "http://", "https://", "src=", "@import", "url("):
         assert outside not in page.replace('xmlns="http://www.w3.org/2000/svg"', ""), outside
+
+
+def test_accept_and_show_through_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sovinfra.cli import cli
+    from tests.acceptance_fleet import BAD_SERIAL, fleet
+
+    summary, records = fleet(nodes=7, gpus=8)  # node07 holds the failing GPU
+    run = rundir.write(tmp_path / "run", summary, records, {})
+    shown = CliRunner().invoke(cli, ["acceptance", "show", str(run)])
+    assert shown.exit_code == 1 and "FAIL" in shown.output and f"node07 GPU {BAD_SERIAL}" in shown.output
+    as_json = json.loads(CliRunner().invoke(cli, ["acceptance", "show", str(run), "--json"]).stdout)
+    assert as_json["summary"]["verdict"] == "fail" and len(as_json["records"]) == len(records)
+    base = tmp_path / "baseline"
+    refused = CliRunner().invoke(cli, ["acceptance", "accept", str(run), "--baseline", str(base), "--json"])
+    assert refused.exit_code == 2 and "the run failed" in json.loads(refused.stdout)["error"]
+    forced = CliRunner().invoke(cli, ["acceptance", "accept", str(run), "--baseline", str(base), "--force"])
+    assert forced.exit_code == 0 and (base / "current").read_text().strip() == summary["run"]
+    missing_run = CliRunner().invoke(cli, ["acceptance", "show", str(tmp_path / "nope"), "-i", str(tmp_path)])
+    assert missing_run.exit_code == 2 and "no such run directory" in missing_run.output
