@@ -67,6 +67,34 @@ def _measures(records: list[Record]) -> dict[tuple[str, str, str], Record]:
     }
 
 
+def _gpu_note(run: str, about: Record, status: str, message: str, action: str) -> Record:
+    """A comparison record about the GPU `about` names."""
+    return Record(
+        run,
+        STAGE,
+        "gpu identity",
+        about.host,
+        status,
+        message,
+        action,
+        about.gpu_uuid,
+        about.gpu_serial,
+        about.bus_id,
+    )
+
+
+def _measure_note(run: str, about: Record, status: str, message: str, **fields: Any) -> Record:
+    """A comparison record about the endpoint measurement `about` is (its value and unit unless given)."""
+    given = {"value": about.value, "unit": about.unit, **fields}
+    return Record(run, STAGE, about.check, about.host, status, message, endpoint=about.endpoint, **given)
+
+
+def _worse_pct(check: str, now: float, then: float) -> float:
+    """How much worse in percent (positive = worse): higher is worse for a latency, lower for a throughput."""
+    worse = (now - then) if check != "tokens/s" else (then - now)
+    return round(worse / then * 100, 1) if then else 0.0
+
+
 def compare(
     run: str,
     current: list[Record],
@@ -86,108 +114,52 @@ def compare(
         )
         swapped = f"; bus {r.bus_id} now holds {holder.gpu_serial or holder.gpu_uuid}" if holder else ""
         out.append(
-            Record(
+            _gpu_note(
                 run,
-                STAGE,
-                "gpu identity",
-                host,
+                r,
                 "fail",
                 f"GPU {ident} of the baseline is missing{swapped}",
                 "find out why the GPU is gone or was swapped; accept a new baseline once intended",
-                r.gpu_uuid,
-                r.gpu_serial,
-                r.bus_id,
             )
         )
     for (host, ident), r in sorted(now_gpus.items()):
         if (host, ident) not in then_gpus:
             out.append(
-                Record(
+                _gpu_note(
                     run,
-                    STAGE,
-                    "gpu identity",
-                    host,
+                    r,
                     "warn",
                     f"new GPU {ident}, no baseline",
                     "accept a run as baseline to judge it from now on",
-                    r.gpu_uuid,
-                    r.gpu_serial,
-                    r.bus_id,
                 )
             )
-    then_measures = _measures(baseline)
-    for key, r in sorted(_measures(current).items()):
-        host, endpoint, check = key
+    now_measures, then_measures = _measures(current), _measures(baseline)
+    for key, r in sorted(now_measures.items()):
         old = then_measures.get(key)
         if old is None:
+            out.append(_measure_note(run, r, "warn", "new, no baseline"))
+        elif r.host in changed:
+            out.append(_measure_note(run, r, "skipped", f"not comparable: {changed[r.host]}"))
+        else:
+            assert isinstance(r.value, int | float) and isinstance(old.value, int | float)
+            pct = _worse_pct(r.check, r.value, old.value)
+            limit = tolerances["ttft_p50_pct" if r.check != "tokens/s" else "tokens_per_s_pct"]
+            moved = f"{old.value:g} -> {r.value:g} {r.unit}" + (f" ({pct:+g}% worse)" if pct > 0 else "")
+            slower = "slower than its baseline: look at the node's load, clocks and engine flags"
             out.append(
-                Record(
+                _measure_note(
                     run,
-                    STAGE,
-                    check,
-                    host,
-                    "warn",
-                    "new, no baseline",
-                    endpoint=endpoint,
-                    value=r.value,
-                    unit=r.unit,
+                    r,
+                    "fail" if pct > limit else "pass",
+                    moved,
+                    action=slower if pct > limit else "",
+                    value=pct,
+                    unit="% worse",
+                    threshold=limit,
+                    threshold_source="acceptance tolerances",
                 )
             )
-            continue
-        if host in changed:
-            out.append(
-                Record(
-                    run,
-                    STAGE,
-                    check,
-                    host,
-                    "skipped",
-                    f"not comparable: {changed[host]}",
-                    endpoint=endpoint,
-                    value=r.value,
-                    unit=r.unit,
-                )
-            )
-            continue
-        assert isinstance(r.value, int | float) and isinstance(old.value, int | float)
-        # Worse is higher for a latency, lower for a throughput: change in percent, positive = worse.
-        worse = (r.value - old.value) if check != "tokens/s" else (old.value - r.value)
-        pct = round(worse / old.value * 100, 1) if old.value else 0.0
-        limit = tolerances["ttft_p50_pct" if check != "tokens/s" else "tokens_per_s_pct"]
-        status = "fail" if pct > limit else "pass"
-        out.append(
-            Record(
-                run,
-                STAGE,
-                check,
-                host,
-                status,
-                f"{old.value:g} -> {r.value:g} {r.unit} ({pct:+g}% worse)"
-                if pct > 0
-                else f"{old.value:g} -> {r.value:g} {r.unit}",
-                "slower than its baseline: look at the node's load, clocks and engine flags"
-                if status == "fail"
-                else "",
-                endpoint=endpoint,
-                value=pct,
-                unit="% worse",
-                threshold=limit,
-                threshold_source="acceptance tolerances",
-            )
-        )
     for key, old in sorted(then_measures.items()):
-        if key[0] in hosts and key not in _measures(current):
-            out.append(
-                Record(
-                    run,
-                    STAGE,
-                    key[2],
-                    key[0],
-                    "fail",
-                    "measured in the baseline, not in this run",
-                    endpoint=key[1],
-                    value=old.value,
-                    unit=old.unit,
-                )
-            )
+        if key[0] in hosts and key not in now_measures:
+            out.append(_measure_note(run, old, "fail", "measured in the baseline, not in this run"))
     return out
