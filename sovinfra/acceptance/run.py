@@ -1,8 +1,9 @@
 """One acceptance run: stages in order, each under its own time budget and recorded even when it fails.
 
-quick: facts (the run's fingerprint), passive GPU health at the start, every endpoint swept over
-concurrency, passive health again at the end judged as the change since the start, then the comparison
-with the accepted baseline. A stage cut at its budget is an error record; the run goes on.
+quick: facts (the run's fingerprint), passive GPU health at the start, NVIDIA's own diagnostics (DCGM,
+`dcgmi diag -r 1`; full: `-r 3`), every endpoint swept over concurrency, passive health again at the end
+judged as the change since the start, then the comparison with the accepted baseline. A stage cut at
+its budget is an error record; the run goes on.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sovinfra.acceptance import baseline as baselines
-from sovinfra.acceptance.records import Record, from_health, from_load, health_change, verdict
+from sovinfra.acceptance import dcgm
+from sovinfra.acceptance.records import Record, from_health, from_load, gpus_of, health_change, verdict
 from sovinfra.inventory.model import Inventory
 from sovinfra.loadtest.targets import Target
 
 PROFILES = ("quick", "full")
 # Seconds each stage may take before it is cut and recorded as an error.
-BUDGETS = {"facts": 120.0, "health start": 300.0, "endpoints": 1800.0, "health end": 300.0}
+BUDGETS = {
+    "facts": 120.0,
+    "health start": 300.0,
+    dcgm.STAGE: 3600.0,
+    "endpoints": 1800.0,
+    "health end": 300.0,
+}
 # Concurrency points of the sweep, as fractions of the endpoint's own load concurrency.
 SWEEP = {"quick": (0.25, 0.5, 1.0), "full": (0.125, 0.25, 0.5, 0.75, 1.0, 1.5)}
 
@@ -79,11 +87,13 @@ def execute(
     """Every stage of the profile, in order, into `run`."""
     from sovinfra.fleet import health as fleet_health
     from sovinfra.fleet.connection import read_all
+    from sovinfra.fleet.dcgm import DcgmDiag
     from sovinfra.fleet.facts import NodeFacts
     from sovinfra.loadtest.check import check
 
     limits = {**BUDGETS, **(budgets or {})}
     every = sorted(set(gpu_hosts) | {t.host for t in targets})
+    agent_docs: dict[str, dict[str, Any]] = {}  # health start's reports: GPU identity by index
 
     def stage(name: str, fn: Callable[[], list[Record]], hosts: list[str]) -> list[Record]:
         log(f"{name} ...")
@@ -132,6 +142,8 @@ def execute(
             ).encode()
             out = []
             for host, doc in sorted(fleet.hosts.items()):
+                if name == "health start":
+                    agent_docs[host] = doc
                 if name == "health start" and doc.get("driver_version"):
                     run.fingerprint.setdefault(host, {}).update(
                         {
@@ -143,6 +155,17 @@ def execute(
             return out
 
         return read
+
+    def diagnostics() -> list[Record]:
+        reads = read_all(inv, gpu_hosts, DcgmDiag, kwargs={"level": dcgm.LEVELS[run.profile]})
+        out = []
+        for host, read in sorted(reads.items()):
+            if not read.reachable:
+                out.append(Record(run.id, dcgm.STAGE, "dcgm", host, "error", read.error))
+                continue
+            run.raw[f"dcgm-{host}.json"] = read.value.encode()
+            out += dcgm.records(run.id, host, read.value, gpus_of(agent_docs.get(host, {})))
+        return out
 
     def endpoints() -> list[Record]:
         out = []
@@ -163,6 +186,8 @@ def execute(
 
     stage("facts", facts, every)
     start = stage("health start", health("health start"), gpu_hosts) if gpu_hosts else []
+    if gpu_hosts:
+        stage(dcgm.STAGE, diagnostics, gpu_hosts)
     if targets:
         stage("endpoints", endpoints, sorted({t.host for t in targets}))
     if gpu_hosts:

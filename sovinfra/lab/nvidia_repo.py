@@ -10,6 +10,8 @@ logic runs on them unchanged. What the stand-ins do instead of the real thing:
   - nvidia-container-runtime applies the CDI spec nvidia-ctk wrote (its CDI mode) and runs runc; with no
     /dev/nvidia* in a container host, the spec's "device" is the GPU profile the NVML simulator reads;
   - the kernel module packages carry no module (nothing to build or load in a container);
+  - DCGM's dcgmi judges each GPU from that NVML (diag levels 1-3, DCGM 4's JSON shape) and, as the real
+    one, needs its host engine (the nvidia-dcgm service's nv-hostengine) listening on 127.0.0.1:5555;
   - linux-headers-<lab host kernel>: containers run the lab host's kernel, whose headers no archive has.
 Package names follow NVIDIA's Debian 12 CUDA repository (see the stack issue's note for sources).
 """
@@ -35,6 +37,8 @@ DRIVER_VERSIONS = ("570.124.06", "570.133.20")  # one branch: the upgrade path
 DRIVER_BRANCH = "570"
 CUDA_VERSIONS = ("12.8.1", "12.4.1")
 CONTAINER_TOOLKIT_VERSION = "1.18.0"
+# DCGM 4 as NVIDIA's CUDA repository versions it: epoch 1 (pins read `1:4.2.3-1`).
+DCGM_VERSION = "4.2.3"
 REVISION = "1"
 # The toolkit stand-in's content changed (its runtime applies CDI specs): a new Debian revision, as a
 # distribution would make, so a store that published the old one takes the new one beside it.
@@ -245,10 +249,38 @@ def container_toolkit_packages(version: str) -> list[Package]:
     ]
 
 
+def dcgm_packages(version: str) -> list[Package]:
+    """DCGM 4: the core (dcgmi, nv-hostengine, the nvidia-dcgm service) and one package per CUDA major."""
+    v = f"1:{version}-{REVISION}"
+    helpers = "/usr/lib/sovinfra-standin/dcgm"
+    core = Package(
+        "datacenter-gpu-manager-4-core",
+        v,
+        "NVIDIA Data Center GPU Manager 4: dcgmi, nv-hostengine (stand-in: judges the NVML simulator)",
+        depends=("python3",),
+        files={
+            "/usr/bin/dcgmi": (0o755, _standin("dcgmi", VERSION=version)),
+            "/usr/bin/nv-hostengine": (0o755, _standin("nv-hostengine")),
+            f"{helpers}/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py")),
+            f"{helpers}/dcgm_nvml.py": (0o644, _standin("dcgm_nvml.py")),
+            "/lib/systemd/system/nvidia-dcgm.service": (
+                0o644,
+                _unit("NVIDIA DCGM service", "/usr/bin/nv-hostengine -n"),
+            ),
+        },
+    )
+    flavours = [
+        Package(f"datacenter-gpu-manager-4-cuda{major}", v, f"DCGM 4 for CUDA {major} (stand-in)",
+                depends=(f"datacenter-gpu-manager-4-core (= {v})",))
+        for major in ("12", "13")
+    ]  # fmt: skip
+    return [core, *flavours]
+
+
 def cuda_repo_packages(nvml_library: bytes, kernel_release: str) -> list[Package]:
     packages = [p for v in DRIVER_VERSIONS for p in driver_packages(v, nvml_library)]
     packages += [p for v in CUDA_VERSIONS for p in cuda_packages(v)]
-    return [*packages, headers_package(kernel_release)]
+    return [*packages, *dcgm_packages(DCGM_VERSION), headers_package(kernel_release)]
 
 
 # ---- building (I/O) ----
@@ -290,7 +322,8 @@ def build_deb(pkg: Package, out_dir: Path, epoch: int) -> Path:
             (root / "DEBIAN" / "triggers").write_text("activate-noawait ldconfig\n")
         for p in root.rglob("*"):
             os.utime(p, (epoch, epoch), follow_symlinks=False)
-        deb = out_dir / f"{pkg.name}_{pkg.version}_{pkg.arch}.deb"
+        # Debian's file name leaves the epoch out.
+        deb = out_dir / f"{pkg.name}_{pkg.version.partition(':')[2] or pkg.version}_{pkg.arch}.deb"
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
         subprocess.run(
             ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],

@@ -205,6 +205,7 @@ def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
     toolkit_names = defaults.role_vars(roles_dir, "nvidia_container_toolkit").get(
         "__nvidia_container_toolkit_packages", []
     )
+    dcgm_names = defaults.role_vars(roles_dir, "dcgm")
     need: dict[tuple[str, str], Requirement] = {}
 
     def add(name: str, version: str, host: str, key: str) -> None:
@@ -239,6 +240,15 @@ def nvidia_need(inv: model.Inventory, roles_dir: Path) -> list[Requirement]:
             # NVIDIA's names (fabric_manager's install task): branch-suffixed below 580.
             name = f"nvidia-fabricmanager-{branch}" if int(branch) < 580 else "nvidia-fabricmanager"
             add(name, fabric, host, "fabric_manager_version")
+        if str(setting("dcgm_enabled")).lower() not in ("false", "no", "0"):
+            # NVIDIA publishes DCGM with epoch 1; every CUDA major's diagnostics package (the role picks
+            # the one its driver supports).
+            dcgm = f"1:{_pinned(inv, roles_dir, host, 'dcgm_version')}"
+            for name in [
+                dcgm_names["__dcgm_core"],
+                *(dcgm_names["__dcgm_cuda_prefix"] + m for m in dcgm_names["__dcgm_cuda_majors"]),
+            ]:
+                add(name, dcgm, host, "dcgm_version")
         toolkit = _pinned(inv, roles_dir, host, "nvidia_container_toolkit_version")
         for name in toolkit_names:
             add(name, toolkit, host, "nvidia_container_toolkit_version")

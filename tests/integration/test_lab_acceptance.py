@@ -26,9 +26,11 @@ ECC_GPU = "1791124002"  # GPU 2 of that profile, given uncorrectable ECC errors 
 
 
 def ecc_fault(tmp_path: Path) -> Path:
-    """The same four GPUs, GPU 2 with 4 uncorrectable ECC errors since boot."""
+    """The same four GPUs, GPU 2 with 4 uncorrectable ECC errors since boot and the row remap they caused
+    pending (what DCGM's level-1 software test fails on)."""
     doc = yaml.safe_load(nvmlsim.profile_path(HEALTHY).read_text())
     doc["gpus"][2]["ecc"] = {"enabled": True, "volatile_uncorrected": 4, "aggregate_uncorrected": 4}
+    doc["gpus"][2]["remapped_rows"] = {"uncorrectable": 1, "pending": True}
     path = tmp_path / "ecc-fault.yml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -65,9 +67,18 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     # As the README runs it: the first passing run becomes the baseline.
     code, first = acceptance(*common, "--baseline", str(base), "--accept")
     assert code == 0 and first["verdict"] in ("pass", "warn"), failing(first["path"])
-    assert set(first["stage_seconds"]) == {"facts", "health start", "endpoints", "health end"}
-    assert first["fingerprint"]["gpu1"]["driver"] == "570.124.06"
+    assert set(first["stage_seconds"]) == {
+        "facts",
+        "health start",
+        "gpu diagnostics",
+        "endpoints",
+        "health end",
+    }
+    # NVIDIA's own diagnostics ran on every GPU of both nodes (DCGM, the lab's stand-in, level 1).
     _, records = rundir.load(Path(first["path"]))
+    diag = {(r.host, r.gpu_serial, r.check, r.status) for r in records if r.stage == "gpu diagnostics"}
+    assert len(diag) == 8 and {d[2:] for d in diag} == {("dcgm software", "pass")}, diag
+    assert first["fingerprint"]["gpu1"]["driver"] == "570.124.06"
     gpus = {(r.host, r.gpu_serial) for r in records if r.stage == "health start" and r.check == "gpu present"}
     assert len([g for g in gpus if g[0] == "gpu1"]) == 4 and len([g for g in gpus if g[0] == "gpu2"]) == 4
     points = {r.endpoint for r in records if r.stage == "endpoints" and r.check == "ttft p50"}
@@ -86,13 +97,15 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
         on("gpu2", f"systemctl stop {THROTTLE}; kill -CONT {pid}")
     assert code == 1 and second["verdict"] == "fail" and second["baseline"] == first["run"]
     bad = failing(second["path"])
-    # The GPU by serial, at the start and as health end's change; nothing on gpu2's GPUs or gpu1's endpoint.
+    # The GPU by serial: the agent's ECC (and row remap) at the start and the end, DCGM's software test in
+    # between; nothing on gpu2's GPUs or gpu1's endpoint.
     gpu_faults = {b for b in bad if "GPU" in b[1]}
     assert {b[1] for b in gpu_faults} == {f"gpu1 GPU {ECC_GPU}"}, bad
     assert {
         ("health start", f"gpu1 GPU {ECC_GPU}", "ecc"),
+        ("gpu diagnostics", f"gpu1 GPU {ECC_GPU}", "dcgm software"),
         ("health end", f"gpu1 GPU {ECC_GPU}", "ecc"),
-    } <= gpu_faults
+    } <= gpu_faults, gpu_faults
     assert not [b for b in bad if b[1].startswith("gpu1/")], bad
     slow = {b for b in bad if b[1].startswith("gpu2/")}
     assert slow and all(b[0] in ("endpoints", "baseline") for b in slow), slow

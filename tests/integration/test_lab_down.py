@@ -60,5 +60,9 @@ def test_down_leaves_nothing_behind(own_lab: LabState) -> None:
     assert config.NFT_TABLE not in sh("nft", "list", "tables")
     procs = sh("ps", "-eo", "args")
     assert "systemd-nspawn" not in procs and "apt-cacher-ng" not in procs
+    # The stand-in repositories are signed with a key of the lab's own: its gpg-agent is gone too.
+    lab_places = (str(paths.lab_dir()), str(paths.lab_cache_dir()))
+    agents = [p for p in procs.splitlines() if "gpg-agent" in p and any(place in p for place in lab_places)]
+    assert agents == [], agents
     assert sh("find", "/sys/fs/cgroup", "-maxdepth", "2", "-name", config.CGROUP_NAME).strip() == ""
     assert CliRunner().invoke(cli, ["lab", "status"]).output.strip() == "lab is down"

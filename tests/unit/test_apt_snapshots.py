@@ -148,6 +148,13 @@ def test_nvidia_need_is_what_each_gpu_node_pins(tmp_path: Path) -> None:
     assert toolkit == {"nvidia-container-toolkit", "nvidia-container-toolkit-base",
                        "libnvidia-container-tools", "libnvidia-container1"}  # fmt: skip
     assert not any(n == "cuda-drivers" for n, _ in need)  # proprietary modules were not asked for
+    # DCGM at its epoch-1 version: the core and every CUDA major's diagnostics (the role picks one).
+    dcgm = {n for n, v in need if v == "1:4.2.3"}
+    assert dcgm == {"datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12",
+                    "datacenter-gpu-manager-4-cuda13"}  # fmt: skip
+    assert apt_plan.Requirement("datacenter-gpu-manager-4-core", "1:4.2.3", "").met_by(
+        {"datacenter-gpu-manager-4-core_1:4.2.3-1_amd64"}
+    )
     # No mirror host pins anything NVIDIA.
     assert all(why.startswith("gpu") for why in need.values())
 
@@ -159,6 +166,11 @@ def test_nvidia_need_refuses_what_is_not_a_version(tmp_path: Path) -> None:
     inv = _inventory(tmp_path, {"gpu_nodes": {"nvidia_driver_version": "{{ lookup('env', 'V') }}"}})
     with pytest.raises(UserError, match=r"gpu_nodes\.yml: nvidia_driver_version of gpu1 must be a version"):
         apt_plan.nvidia_need(inv, ROLES)
+    inv = _inventory(tmp_path, {"gpu_nodes": {"dcgm_version": "{{ v }}"}})
+    with pytest.raises(UserError, match=r"gpu_nodes\.yml: dcgm_version of gpu1 must be a version"):
+        apt_plan.nvidia_need(inv, ROLES)
+    inv = _inventory(tmp_path, {"gpu_nodes": {"dcgm_enabled": False, "dcgm_version": "{{ v }}"}})
+    assert not [r for r in apt_plan.nvidia_need(inv, ROLES) if r.name.startswith("datacenter-gpu-manager")]
 
 
 def test_a_kernel_the_inventory_names_brings_its_headers(tmp_path: Path) -> None:
