@@ -59,6 +59,7 @@ def fleet(
                 "summary": {
                     "ttft_ms": {"p50": 40.0 * c, "p99": 55.0 * c},
                     "tpot_ms": {"p50": 12.0},
+                    "itl_ms": {"p50": 11.0 + c, "p90": 14.0 + 2 * c, "p99": 20.0 + 4 * c},
                     "output_tokens_per_s": 90.0 * c**0.8,
                     "goodput_requests": 16,
                 },

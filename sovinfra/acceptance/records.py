@@ -203,7 +203,13 @@ def from_load(run: str, result: dict[str, Any]) -> list[Record]:
         reasons = "; ".join(result.get("reasons") or []) or "no measurement"
         return [Record(run, "endpoints", "slo", host, "error", reasons, endpoint=endpoint)]
     out = []
-    for name, metric in (("ttft p50", "ttft_ms"), ("ttft p99", "ttft_ms"), ("tpot p50", "tpot_ms")):
+    measures = (
+        ("ttft p50", "ttft_ms"),
+        ("ttft p99", "ttft_ms"),
+        ("tpot p50", "tpot_ms"),
+        *((f"itl p{p}", "itl_ms") for p in (50, 90, 99)),
+    )
+    for name, metric in measures:
         pct = name.split()[1]
         value = (summary.get(metric) or {}).get(pct)
         limit = slo.get(metric) if pct == "p99" else None

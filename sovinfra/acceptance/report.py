@@ -21,6 +21,10 @@ th{background:#f3f3f3} svg{margin:.4em 1em .8em 0;background:#fff}
 """
 
 
+# Stages whose records are about single GPUs: the per-host GPU table's columns come from them.
+GPU_STAGES = ("health start", "gpu diagnostics", "health end")
+
+
 def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -104,7 +108,8 @@ def line_plot(
 
 
 def _endpoint_plots(records: list[Record]) -> list[str]:
-    """Per endpoint: TTFT p50/p99 vs concurrency with the SLO line; tokens/s vs TTFT p99 across the sweep."""
+    """Per endpoint: TTFT p50/p99 vs concurrency with the SLO line; the ITL distribution (p50/p90/p99) vs
+    concurrency; tokens/s vs TTFT p99 across the sweep."""
     by_endpoint: dict[tuple[str, str], dict[int, dict[str, Record]]] = defaultdict(dict)
     for r in records:
         if r.stage != "endpoints" or "@c" not in r.endpoint:
@@ -132,6 +137,16 @@ def _endpoint_plots(records: list[Record]) -> list[str]:
                 f"SLO p99 {slo:g} ms" if slo is not None else "",
             )
         )
+        itl = {f"p{p}": series(f"itl p{p}") for p in (50, 90, 99)}
+        if any(itl.values()):
+            plots.append(
+                line_plot(
+                    f"{host}/{service}: inter-token latency",
+                    "concurrent streams",
+                    "ITL (ms)",
+                    {k: v for k, v in itl.items() if v},
+                )
+            )
         tradeoff = [
             (float(latency), float(tps))
             for m in points.values()
@@ -200,7 +215,7 @@ def render(summary: dict[str, Any], records: list[Record]) -> str:
         gpus: dict[str, dict[str, str]] = defaultdict(dict)
         ids: dict[str, tuple[str, str]] = {}
         for r in records:
-            if r.host == host and (r.gpu_serial or r.gpu_uuid) and r.stage in ("health start", "health end"):
+            if r.host == host and (r.gpu_serial or r.gpu_uuid) and r.stage in GPU_STAGES:
                 ident = r.gpu_serial or r.gpu_uuid
                 ids[ident] = (r.gpu_uuid, r.bus_id)
                 was = gpus[ident].get(r.check, "pass")

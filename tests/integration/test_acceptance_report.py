@@ -63,7 +63,7 @@ def test_the_report_renders_in_chromium_and_fetches_nothing(tmp_path: Path) -> N
     assert requested == [page.as_uri()], requested
     assert (verdict["text"], verdict["shown"]) == ("FAIL", True), verdict
     assert bad_gpu["shown"] and BAD_SERIAL in bad_gpu["text"] and "fail" in bad_gpu["text"], bad_gpu
-    assert svgs == 2 * 16  # two plots per endpoint
+    assert svgs == 3 * 16  # three plots per endpoint: TTFT, ITL, throughput vs latency
     (tmp_path / "report.png").write_bytes(shot)
     width, height, pixels = png_size_and_pixels(shot)
     assert width == 1280 and height > 1000, (width, height)  # the window, less what headless keeps

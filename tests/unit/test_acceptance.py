@@ -64,6 +64,7 @@ def load_result(
         "summary": {
             "ttft_ms": {"p50": ttft50, "p99": ttft99},
             "tpot_ms": {"p50": 10.0},
+            "itl_ms": {"p50": 9.5, "p90": 12.0, "p99": 20.0},
             "output_tokens_per_s": tps,
             "goodput_requests": 8,
         },
@@ -135,6 +136,9 @@ def test_an_endpoint_point_is_judged_against_its_slo() -> None:
         "ttft p50": "pass",
         "ttft p99": "pass",
         "tpot p50": "pass",
+        "itl p50": "pass",
+        "itl p90": "pass",
+        "itl p99": "pass",
         "tokens/s": "pass",
         "slo": "pass",
     }
