@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import struct
 import subprocess
 import zlib
@@ -36,6 +37,7 @@ class DevTools:
             pass_fds=(to_read, from_write),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: close() ends the renderers too
         )
         os.close(to_read)
         os.close(from_write)
@@ -78,7 +80,7 @@ class DevTools:
                 return got
 
     def close(self) -> None:
-        self.proc.kill()
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         os.close(self._to)
         os.close(self._from)

@@ -14,7 +14,8 @@ h1{margin-bottom:.2em} .meta{color:#555}
 .verdict{font-size:1.6em;font-weight:bold;padding:.3em .6em;display:inline-block;border-radius:.2em}
 .pass{background:#d7f2d7} .warn{background:#fff1c2} .fail,.error,.not-run{background:#f8d0d0}
 .skipped{background:#eee}
-table{border-collapse:collapse;margin:.6em 0 1.2em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
+.wide{overflow-x:auto}
 td,th{border:1px solid #bbb;padding:.2em .5em;text-align:left}
 th{background:#f3f3f3} svg{margin:.4em 1em .8em 0;background:#fff}
 @media print{body{margin:0}.verdict{border:1px solid #000}}
@@ -71,7 +72,8 @@ def line_plot(
         f'<text class="y-label" x="15" y="{(top + height - bottom) / 2}" text-anchor="middle" '
         f'transform="rotate(-90 15 {(top + height - bottom) / 2})">{_e(y_label)}</text>',
     ]
-    for x in _ticks(x_lo, x_hi):
+    # The measured x values themselves when there are few (concurrency points), else even ticks.
+    for x in sorted(set(xs)) if len(set(xs)) <= 8 else _ticks(x_lo, x_hi):
         parts.append(
             f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle" '
             f'font-size="11">{x:g}</text>'
@@ -225,7 +227,8 @@ def render(summary: dict[str, Any], records: list[Record]) -> str:
             continue
         checks = sorted({c for g in gpus.values() for c in g})
         out.append(
-            f"<h2>{_e(host)}: GPUs</h2><table><tr><th>serial</th><th>UUID</th><th>bus id</th>"
+            f'<h2>{_e(host)}: GPUs</h2><div class="wide"><table>'
+            "<tr><th>serial</th><th>UUID</th><th>bus id</th>"
             + "".join(f"<th>{_e(c)}</th>" for c in checks)
             + "</tr>"
         )
@@ -237,7 +240,7 @@ def render(summary: dict[str, Any], records: list[Record]) -> str:
                 + "".join(_cell(by_check[c]) if c in by_check else "<td>-</td>" for c in checks)
                 + "</tr>"
             )
-        out.append("</table>")
+        out.append("</table></div>")
     compared = [r for r in records if r.stage == "baseline"]
     out.append("<h2>Since the baseline</h2>")
     if not summary.get("baseline"):
