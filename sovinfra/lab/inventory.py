@@ -122,3 +122,4 @@ def remove(inventory_dir: Path) -> None:
     for path in (inventory_dir / name for name in written):
         path.unlink(missing_ok=True)
     shutil.rmtree(inventory_dir / "rebuilds", ignore_errors=True)  # `sovinfra rebuild` records
+    shutil.rmtree(inventory_dir / "acceptance", ignore_errors=True)  # `sovinfra acceptance` runs, baseline
