@@ -13,18 +13,14 @@ import json
 import statistics
 import tempfile
 
-from click.testing import CliRunner
-
-from sovinfra import paths
-from sovinfra.cli import cli
-from sovinfra.lab import manager
+from lab_cli import converged_lab, invoke
 
 
-def invoke(*args: str, ok: tuple[int, ...] = (0,)) -> str:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code not in ok:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed ({result.exit_code}):\n{result.output[-3000:]}")
-    return result.stdout
+def one_run(inventory: str, limit: str, out: str) -> tuple[float, float, str]:
+    """(whole seconds, seconds outside the endpoint stage, verdict) of one quick acceptance run."""
+    args = ("acceptance", "-i", inventory, "--limit", limit, "--baseline", "none", "--out", out, "--json")
+    doc = json.loads(invoke(*args, ok=(0, 1)))
+    return doc["seconds"], doc["seconds"] - doc["stage_seconds"].get("endpoints", 0.0), doc["verdict"]
 
 
 def main() -> None:
@@ -33,46 +29,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (median reported)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    inventory = str(paths.lab_inventory_dir())
-    was_up = manager.is_up()
     rows = []
-    try:
-        if not was_up:
-            manager.up(max(sizes), air_gapped=True, log=lambda m: print(m, flush=True))
-            invoke("lab", "model")
-            invoke("mirror", "packages", "sync", "-i", inventory)
-            invoke("apply", "-i", inventory, "--json")
-        with tempfile.TemporaryDirectory() as out:
-            for n in sizes:
-                limit = ",".join(f"gpu{i}" for i in range(1, n + 1))
-                runs = []
-                for _ in range(args.repeat):
-                    doc = json.loads(
-                        invoke(
-                            "acceptance",
-                            "-i",
-                            inventory,
-                            "--limit",
-                            limit,
-                            "--baseline",
-                            "none",
-                            "--out",
-                            out,
-                            "--json",
-                            ok=(0, 1),
-                        )
-                    )
-                    stages = doc["stage_seconds"]
-                    runs.append(
-                        (doc["seconds"], doc["seconds"] - stages.get("endpoints", 0.0), doc["verdict"])
-                    )
-                whole = statistics.median(r[0] for r in runs)
-                outside = statistics.median(r[1] for r in runs)
-                rows.append((n, whole, outside, sorted({r[2] for r in runs})))
-                print(f"{n} node(s): {whole:.2f} s, {outside:.2f} s outside the endpoint stage", flush=True)
-    finally:
-        if not was_up:
-            manager.down(log=lambda _m: None)
+    with converged_lab(max(sizes)) as inventory, tempfile.TemporaryDirectory() as out:
+        for n in sizes:
+            limit = ",".join(f"gpu{i}" for i in range(1, n + 1))
+            runs = [one_run(inventory, limit, out) for _ in range(args.repeat)]
+            whole = statistics.median(r[0] for r in runs)
+            outside = statistics.median(r[1] for r in runs)
+            rows.append((n, whole, outside, sorted({r[2] for r in runs})))
+            print(f"{n} node(s): {whole:.2f} s, {outside:.2f} s outside the endpoint stage", flush=True)
     anchor = rows[0][2]
     print("\n| GPU nodes | acceptance s | outside endpoints s | vs 1 node | verdicts |")
     print("| --- | --- | --- | --- | --- |")

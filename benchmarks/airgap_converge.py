@@ -13,18 +13,10 @@ import argparse
 import json
 import time
 
-from click.testing import CliRunner
+from lab_cli import invoke
 
 from sovinfra import paths
-from sovinfra.cli import cli
 from sovinfra.lab import manager
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code != 0:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed:\n{result.output}")
-    return result.stdout
 
 
 def converge(nodes: int, air_gapped: bool) -> tuple[float, int, int | None]:

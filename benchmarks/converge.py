@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from click.testing import CliRunner
+from lab_cli import invoke
 
 from sovinfra import paths
 from sovinfra.ansible import runner, strategy
-from sovinfra.cli import cli
 from sovinfra.inventory import site
 from sovinfra.lab import manager
 
@@ -92,12 +91,6 @@ def converge(limit: str, hosts: int, config: Config, noop: bool) -> Cell:
     if noop and changed:
         raise SystemExit(f"{config.label}: not a no-op: {changed} changes on {limit}")
     return cell
-
-
-def invoke(*args: str) -> None:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code != 0:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed:\n{result.output[-3000:]}")
 
 
 def report(table: dict[tuple[str, int], Cell], label: str, n: int, runs: list[Cell]) -> None:

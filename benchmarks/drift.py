@@ -15,18 +15,9 @@ import statistics
 import subprocess
 import time
 
-from click.testing import CliRunner
+from lab_cli import converged_lab, invoke
 
-from sovinfra import paths
-from sovinfra.cli import cli
 from sovinfra.lab import manager
-
-
-def invoke(*args: str, ok: tuple[int, ...] = (0,)) -> str:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code not in ok:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed ({result.exit_code}):\n{result.output[-3000:]}")
-    return result.stdout
 
 
 def timed(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
@@ -45,14 +36,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="drift runs per size (median reported)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    inventory = str(paths.lab_inventory_dir())
-    was_up = manager.is_up()
-    try:
-        if not was_up:
-            manager.up(max(sizes), air_gapped=True, log=lambda m: print(m, flush=True))
-            invoke("lab", "model")
-            invoke("mirror", "packages", "sync", "-i", inventory)
-            invoke("apply", "-i", inventory, "--json")
+    with converged_lab(max(sizes)) as inventory:
         invoke("lock", "-i", inventory)
         rows = []
         for n in sizes:
@@ -73,9 +57,6 @@ def main() -> None:
         _, drifted = timed("drift", "-i", inventory, "--limit", "gpu1", "--json", ok=(1,))
         found = [i["what"] for i in json.loads(drifted)["items"]]
         invoke("apply", "-i", inventory, "--limit", "gpu1", "--json")  # repair
-    finally:
-        if not was_up:
-            manager.down(log=lambda _m: None)
     base = rows[0][1]
     print(
         f"\n| hosts | drift s | vs 1 host | drift --quick s | apply --check --diff s ({max(sizes)} hosts) |"

@@ -12,18 +12,10 @@ from __future__ import annotations
 import json
 import time
 
-from click.testing import CliRunner
+from lab_cli import invoke
 
 from sovinfra import paths
-from sovinfra.cli import cli
 from sovinfra.lab import manager
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code != 0:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed:\n{result.output[-3000:]}")
-    return result.stdout
 
 
 def main() -> None:

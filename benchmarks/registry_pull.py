@@ -28,19 +28,14 @@ from pathlib import Path
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lab_cli import invoke
+
 from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import image, manager
 
 NAME = "docker.io/sovinfra/bench-layers"
 BENCH_PORT = 8099
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exit_code != 0:
-        raise SystemExit(f"sovinfra {' '.join(args)} failed:\n{result.output}")
-    return result.stdout
 
 
 def layer(mib: int) -> tuple[bytes, str]:
