@@ -156,7 +156,7 @@ def health_change(run: str, start: list[Record], end: list[Record]) -> list[Reco
     out = []
     for r in end:
         was = before.get(key(r))
-        if r.check == "gpu present":
+        if r.check in ("gpu present", "agent"):  # GPUs are judged below; a host's reach is health end's own
             continue
         if rank[r.status] > (was or 0):
             out.append(
@@ -174,8 +174,10 @@ def health_change(run: str, start: list[Record], end: list[Record]) -> list[Reco
                 )
             )
     seen = {key(r)[:2] for r in end if r.check == "gpu present"}
+    # Only a host the end read reached can have lost a GPU (an unreachable one is its own error record).
+    read = {r.host for r in end if r.check != "agent"}
     for r in start:
-        if r.check == "gpu present" and key(r)[:2] not in seen and any(e.host == r.host for e in end):
+        if r.check == "gpu present" and key(r)[:2] not in seen and r.host in read:
             out.append(
                 Record(
                     run,

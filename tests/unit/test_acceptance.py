@@ -429,3 +429,17 @@ def test_accept_and_show_through_the_cli(tmp_path: Path) -> None:
     assert forced.exit_code == 0 and (base / "current").read_text().strip() == summary["run"]
     missing_run = CliRunner().invoke(cli, ["acceptance", "show", str(tmp_path / "nope"), "-i", str(tmp_path)])
     assert missing_run.exit_code == 2 and "no such run directory" in missing_run.output
+
+
+def test_a_node_lost_mid_run_still_gives_a_whole_run_and_report(tmp_path: Path) -> None:
+    start = from_health("r", "health start", "gpu1", agent_doc())
+    cut = in_budget("endpoints", 0.1, lambda: time.sleep(3) or [], "r", ["gpu1"])
+    end = from_health("r", "health end", "gpu1", {"status": "unreachable", "error": "ssh: No route to host"})
+    records = [*start, *cut, *end, *health_change("r", start, end)]
+    out = rundir.write(tmp_path / "r", summary_of(records), records, {})
+    summary, back = rundir.load(out)
+    assert summary["verdict"] == "fail" and back == records
+    page = (out / "report.html").read_text()
+    assert "ssh: No route to host" in page and "cut at its budget of 0.1 s" in page
+    # Unreachable at the end is that, not "every GPU gone".
+    assert not [r for r in records if r.stage == "health change"]
