@@ -1,0 +1,100 @@
+"""The alert rules, checked and tested with Prometheus' own promtool (Debian's prometheus package), on
+series made from a real node's health textfile (the device run's) and from the agent's own renderer."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FIXTURES, ROOT, missing
+
+RULES = ROOT / "sovinfra" / "health" / "alerts.yml"
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if not tool:
+        missing("promtool is not installed (scripts/setup installs Debian's prometheus package)")
+    return str(tool)
+
+
+def series_of(textfile: str, instance: str, values: str) -> list[dict[str, str]]:
+    """A node_exporter textfile's samples as promtool input series of one instance (each sample's own value,
+    or `values` with {v} for it)."""
+    out = []
+    for line in textfile.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample:
+            continue
+        labels = ",".join(filter(None, [sample["labels"], f'instance="{instance}"']))
+        out.append({"series": f"{sample['name']}{{{labels}}}", "values": values.format(v=sample["value"])})
+    return out
+
+
+def test_the_rules_are_valid(promtool: str) -> None:
+    done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert done.returncode == 0 and "SUCCESS: 7 rules found" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) -> None:
+    real = (FIXTURES / "real_nvml" / "h100_sxm_vm_idle_health.prom").read_text()
+    assert "sovinfra_gpu_health_status 2" in real  # the device run's VM: NVLink state unreadable then
+    healthy = real.replace("sovinfra_gpu_health_status 2", "sovinfra_gpu_health_status 0")
+    healthy = re.sub(r"(sovinfra_gpu_check_severity\{[^}]*\}) [12]", r"\1 0", healthy)
+    xid = healthy.replace(
+        'check="xid",serial="REDACTED0001",bus_id="00000000:00:06.0"} 0',
+        'check="xid",serial="REDACTED0001",bus_id="00000000:00:06.0"} 2',
+    )
+    series = [
+        *series_of(real, "gpu-real", "{v}x60"),  # unhealthy for an hour
+        *series_of(healthy, "gpu-ok", "{v}x60"),
+        *series_of(xid, "gpu-xid", "{v}x60"),
+        {"series": 'sovinfra_gpu_count{instance="gpu-lost"}', "values": "8x20 7x40"},  # one lost at 20m
+        {"series": 'up{job="gpu_nodes",instance="gpu-quiet"}', "values": "1x60"},  # no health metrics at all
+        {"series": 'up{job="gpu_nodes",instance="gpu-ok"}', "values": "1x60"},
+        {"series": 'sovinfra_acceptance_verdict{instance="control"}', "values": "0x10 2x50"},
+    ]
+
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+
+    def annotations(name: str, labels: dict[str, str]) -> dict[str, str]:
+        """The rule's annotations as Prometheus expands them for these labels (promtool compares them)."""
+        fill = lambda text: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], text)  # noqa: E731
+        return {k: fill(v) for k, v in rules[name]["annotations"].items()}
+
+    def alerts(name: str, at: str, *labels: dict[str, str]) -> dict:
+        expected = [{"exp_labels": lab, "exp_annotations": annotations(name, lab)} for lab in labels]
+        return {"eval_time": at, "alertname": name, "exp_alerts": expected}
+
+    page, ticket = {"severity": "page"}, {"severity": "ticket"}
+    cases = [
+        alerts("GPUNodeUnhealthy", "3m"),  # not yet: for 5m
+        alerts("GPUNodeUnhealthy", "10m", {**page, "instance": "gpu-real"}),
+        alerts(
+            "GPUFatalXid",
+            "1m",
+            {**page, "instance": "gpu-xid", "serial": "REDACTED0001", "bus_id": "00000000:00:06.0"},
+        ),
+        alerts("GPUMissing", "15m"),
+        alerts("GPUMissing", "30m", {**page, "instance": "gpu-lost"}),
+        alerts("GPUHealthMetricsAbsent", "45m", {**ticket, "instance": "gpu-quiet", "job": "gpu_nodes"}),
+        alerts("GPUUncorrectableMemoryErrors", "30m"),  # no node has any
+        alerts("AcceptanceFailed", "5m"),
+        alerts("AcceptanceFailed", "20m", {**ticket, "instance": "control"}),
+    ]
+    doc = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+    test_file = tmp_path / "alerts_test.yml"
+    test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
