@@ -26,13 +26,15 @@ def _home(inventory_path: str | None) -> Path:
 
 
 def _run_dir(run: str, inventory_path: str | None) -> Path:
-    """A run named by path, or by id under the inventory's runs."""
+    """A run named by its directory (a path), or by its id under the inventory's runs."""
     given = Path(run)
     if given.is_dir():
         return given
+    if "/" in run:
+        raise UserError(f"{run}: no such run directory")
     found = _home(inventory_path) / "runs" / run
     if not found.is_dir():
-        raise UserError(f"{run}: no such run directory (nor {found})")
+        raise UserError(f"{run}: no run of that id in {found.parent}")
     return found
 
 

@@ -428,7 +428,9 @@ def test_accept_and_show_through_the_cli(tmp_path: Path) -> None:
     forced = CliRunner().invoke(cli, ["acceptance", "accept", str(run), "--baseline", str(base), "--force"])
     assert forced.exit_code == 0 and (base / "current").read_text().strip() == summary["run"]
     missing_run = CliRunner().invoke(cli, ["acceptance", "show", str(tmp_path / "nope"), "-i", str(tmp_path)])
-    assert missing_run.exit_code == 2 and "no such run directory" in missing_run.output
+    assert missing_run.exit_code == 2 and f"{tmp_path / 'nope'}: no such run directory" in missing_run.output
+    by_id = CliRunner().invoke(cli, ["acceptance", "show", "20990101T000000Z", "-i", str(tmp_path)])
+    assert by_id.exit_code == 2 and "no run of that id in" in by_id.output
 
 
 def test_a_node_lost_mid_run_still_gives_a_whole_run_and_report(tmp_path: Path) -> None:

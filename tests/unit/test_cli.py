@@ -127,6 +127,8 @@ def test_inventory_and_limit_mean_the_same_everywhere() -> None:
         ["drift", "-i", "/nonexistent/inventory"],
         ["lock", "-i", "/nonexistent/inventory"],
         ["verify", "health", "-i", "/nonexistent/inventory"],
+        ["acceptance", "-i", "/nonexistent/inventory"],
+        ["acceptance", "show", "/nonexistent/run"],
     ],
 )
 def test_a_missing_store_or_inventory_is_exit_2_and_json_under_json(
