@@ -12,6 +12,8 @@ from typing import Any
 
 STATUSES = ("pass", "warn", "fail", "skipped", "not-run", "error")
 FAILING = frozenset({"fail", "not-run", "error"})
+# How bad a status is, for "worse than before" and "the worst of several": anything failing ranks alike.
+RANK = {"pass": 0, "skipped": 0, "warn": 1, "fail": 2, "not-run": 2, "error": 2}
 # The health agent's severities and host statuses, as record statuses.
 _SEVERITY = {"ok": "pass", "warn": "warn", "fail": "fail"}
 _HOST_STATUS = {
@@ -145,20 +147,19 @@ def from_health(run: str, stage: str, host: str, doc: dict[str, Any]) -> list[Re
 
 def health_change(run: str, start: list[Record], end: list[Record]) -> list[Record]:
     """The end-of-run health judged as the change since the start: what is worse now, per GPU and check."""
-    rank = {"pass": 0, "skipped": 0, "warn": 1, "fail": 2, "not-run": 2, "error": 2}
 
     def key(r: Record) -> tuple[str, str, str]:
         return (r.host, r.gpu_serial or r.gpu_uuid or r.bus_id, r.check)
 
     before: dict[tuple[str, str, str], int] = {}
     for r in start:
-        before[key(r)] = max(before.get(key(r), 0), rank[r.status])
+        before[key(r)] = max(before.get(key(r), 0), RANK[r.status])
     out = []
     for r in end:
         was = before.get(key(r))
         if r.check in ("gpu present", "agent"):  # GPUs are judged below; a host's reach is health end's own
             continue
-        if rank[r.status] > (was or 0):
+        if RANK[r.status] > (was or 0):
             out.append(
                 Record(
                     run,

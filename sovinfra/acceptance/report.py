@@ -6,7 +6,7 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from sovinfra.acceptance.records import FAILING, Record, verdict
+from sovinfra.acceptance.records import FAILING, RANK, Record, verdict
 
 _CSS = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:75em}
@@ -221,8 +221,7 @@ def render(summary: dict[str, Any], records: list[Record]) -> str:
                 ident = r.gpu_serial or r.gpu_uuid
                 ids[ident] = (r.gpu_uuid, r.bus_id)
                 was = gpus[ident].get(r.check, "pass")
-                rank = ("pass", "skipped", "warn", "fail", "not-run", "error")
-                gpus[ident][r.check] = max(was, r.status, key=rank.index)
+                gpus[ident][r.check] = max(was, r.status, key=RANK.__getitem__)
         if not gpus:
             continue
         checks = sorted({c for g in gpus.values() for c in g})
