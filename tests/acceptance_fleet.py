@@ -51,7 +51,7 @@ def fleet(
         bad = BAD_SERIAL if host == BAD_HOST else ""
         records += from_health(run, "health start", host, agent_doc(n, gpus, bad))
         for c in (2, 4, 8):
-            result = {
+            result: dict[str, Any] = {
                 "host": host,
                 "service": "llama",
                 "concurrency": c,
