@@ -41,7 +41,8 @@ LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
 # Unit file states whose active state is steady; a static unit (a timer's oneshot) comes and goes.
 STEADY = {"enabled", "disabled", "masked"}
 UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service",
-         "docker-registry.service", "nvidia-dcgm.service")  # fmt: skip
+         "docker-registry.service", "nvidia-dcgm.service", "prometheus-node-exporter.service",
+         "prometheus.service")  # fmt: skip
 
 
 @dataclass

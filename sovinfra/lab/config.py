@@ -55,9 +55,9 @@ def gateway() -> str:
 
 
 def plan_hosts(nodes: int) -> list[HostPlan]:
-    """One mirror host plus `nodes` GPU nodes, with stable addresses."""
+    """One mirror host (which also watches the site) plus `nodes` GPU nodes, with stable addresses."""
     net = subnet()
-    hosts = [HostPlan("mirror1", str(net.network_address + 10), ("model_mirror",))]
+    hosts = [HostPlan("mirror1", str(net.network_address + 10), ("model_mirror", "monitoring"))]
     hosts += [
         HostPlan(f"gpu{i}", str(net.network_address + 10 + i), ("gpu_nodes", "inference"))
         for i in range(1, nodes + 1)

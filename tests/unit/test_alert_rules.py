@@ -40,7 +40,7 @@ def series_of(textfile: str, instance: str, values: str) -> list[dict[str, str]]
 
 def test_the_rules_are_valid(promtool: str) -> None:
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert done.returncode == 0 and "SUCCESS: 7 rules found" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "SUCCESS: 9 rules found" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) -> None:
@@ -60,6 +60,23 @@ def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) 
         {"series": 'up{job="gpu_nodes",instance="gpu-quiet"}', "values": "1x60"},  # no health metrics at all
         {"series": 'up{job="gpu_nodes",instance="gpu-ok"}', "values": "1x60"},
         {"series": 'sovinfra_acceptance_verdict{instance="control"}', "values": "0x10 2x50"},
+        {"series": 'up{job="hosts",instance="mirror1"}', "values": "1x10 0x50"},  # gone at 10m
+        {"series": 'up{job="prometheus",instance="mirror1"}', "values": "0x60"},  # not a node's job
+        # node_exporter's systemd collector, one series per state: llama stops at 20m, vllm keeps running,
+        # the agent's oneshot is inactive between runs (not an inference service)
+        *[
+            {
+                "series": f'node_systemd_unit_state{{instance="gpu-ok",name="{unit}",state="{state}"}}',
+                "values": v,
+            }
+            for unit, state, v in [
+                ("sovinfra-inference-llama.service", "active", "1x20 0x40"),
+                ("sovinfra-inference-llama.service", "failed", "0x20 1x40"),
+                ("sovinfra-inference-vllm.service", "active", "1x60"),
+                ("sovinfra-inference-vllm.service", "failed", "0x60"),
+                ("sovinfra-health.service", "active", "0x60"),
+            ]
+        ],
     ]
 
     rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
@@ -86,6 +103,14 @@ def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) 
         alerts("GPUMissing", "30m", {**page, "instance": "gpu-lost"}),
         alerts("GPUHealthMetricsAbsent", "45m", {**ticket, "instance": "gpu-quiet", "job": "gpu_nodes"}),
         alerts("GPUUncorrectableMemoryErrors", "30m"),  # no node has any
+        alerts("HostDown", "12m"),  # not yet: for 5m
+        alerts("HostDown", "20m", {**page, "instance": "mirror1", "job": "hosts"}),
+        alerts("InferenceServiceDown", "10m"),
+        alerts(
+            "InferenceServiceDown",
+            "30m",
+            {**page, "instance": "gpu-ok", "name": "sovinfra-inference-llama.service", "state": "active"},
+        ),
         alerts("AcceptanceFailed", "5m"),
         alerts("AcceptanceFailed", "20m", {**ticket, "instance": "control"}),
     ]
