@@ -223,16 +223,29 @@ def serve(dev: bool, port: int | None, store_path: Path) -> None:
     "--streams", default=4, show_default=True, type=click.IntRange(1, 64), help="parallel downloads"
 )
 @click.option("--rehash", is_flag=True, help="re-hash files already in the cache (catches bit rot)")
+@click.option(
+    "--via",
+    default="",
+    metavar="URL",
+    help="a rack cache in front of the mirror: the files' bytes come through it, the sha256s from the mirror",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def pull(
-    repo: str, revision: str, endpoint: str, cache_dir: Path, streams: int, rehash: bool, as_json: bool
+    repo: str,
+    revision: str,
+    endpoint: str,
+    cache_dir: Path,
+    streams: int,
+    rehash: bool,
+    via: str,
+    as_json: bool,
 ) -> None:
     """On a node: fetch REPO into the HF cache, verify every sha256, then mark it ready."""
     from dataclasses import asdict
 
     from sovinfra.mirror.pull import pull as run_pull
 
-    result = run_pull(endpoint, repo, revision, cache_dir, streams, rehash)
+    result = run_pull(endpoint, repo, revision, cache_dir, streams, rehash, via=via)
     if as_json:
         click.echo(json.dumps(asdict(result)))
     else:

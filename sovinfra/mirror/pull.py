@@ -144,11 +144,21 @@ def _present(blob: Path, f: RemoteFile, rehash: bool) -> bool:
 
 
 def pull(
-    endpoint: str, repo: str, revision: str, cache_dir: Path, streams: int = 4, rehash_existing: bool = False
+    endpoint: str,
+    repo: str,
+    revision: str,
+    cache_dir: Path,
+    streams: int = 4,
+    rehash_existing: bool = False,
+    via: str = "",
 ) -> PullResult:
+    """Pull `repo` at `revision` from the mirror at `endpoint`. With `via` (a rack cache in front of it),
+    the files' bytes come through the cache; the listing, and so every sha256 they are judged by, comes
+    from the mirror itself."""
     names.check_repo_id(repo, "repo")
     names.check_revision(revision)
     endpoint = endpoint.rstrip("/")
+    source = via.rstrip("/") or endpoint
     info = _get_json(f"{endpoint}/api/models/{repo}/revision/{urllib.parse.quote(revision)}")
     commit = str(info["sha"])
     files = remote_files(info)
@@ -168,7 +178,7 @@ def pull(
     if todo:
         marker.unlink(missing_ok=True)  # not ready while anything is missing or being replaced
     with ThreadPoolExecutor(max_workers=max(1, streams)) as pool:
-        fetched = list(pool.map(lambda f: _download(endpoint, repo, commit, f, blobs), todo))
+        fetched = list(pool.map(lambda f: _download(source, repo, commit, f, blobs), todo))
     for f in files:
         _link(snapshot, f)
     changed = bool(todo)

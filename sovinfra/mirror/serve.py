@@ -50,6 +50,9 @@ def listen_socket(port: int) -> socket.socket:
         sock.close()
         raise UserError(f"127.0.0.1:{port} cannot be listened on: {exc.strerror}") from exc
     sock.listen(511)
+    # nginx takes an inherited socket as it is: a blocking one makes every worker but the one that wins a
+    # new connection block in accept(), with the transfers it holds stalled (seen under concurrent pulls).
+    sock.setblocking(False)
     return sock
 
 
