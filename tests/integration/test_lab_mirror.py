@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from tests.tiny_model import make_tiny_model
 
 pytestmark = pytest.mark.lab
 REPO = "sovinfra/tiny"
+# nginx's combined log format: client, then the request line.
+REQUEST = re.compile(r'^(?P<client>\S+) .*?"(?:GET|HEAD) (?P<path>\S+) HTTP/1\.[01]"', re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,50 @@ def test_corrupt_mirror_blob_is_caught_on_the_node(lab_inventory: str, inventory
         mirror.check_output("echo %s | base64 -d > %s", original, blob_path)
     code, doc = apply(inventory, "--limit", "gpu2,mirror1")
     assert code == 0, doc["failures"]
+
+
+def test_nodes_behind_a_rack_cache_take_each_file_from_the_mirror_once(
+    lab_inventory: str, inventory: str, pinned: str
+) -> None:
+    """gpu1 made the rack cache of both nodes: their pulls of one commit, at once, cost the mirror one
+    transfer per file (its access log), the cache two (one per node)."""
+    mirror, gpu1, gpu2 = (host(lab_inventory, n) for n in ("mirror1", "gpu1", "gpu2"))
+    model = "/var/lib/sovinfra/hf-cache/models--sovinfra--tiny"
+    installed = "dpkg-query -W -f='${binary:Package}\\n'"
+    before = set(gpu1.check_output(installed).split())
+    hosts_file, nodes_vars = Path(inventory) / "hosts.yml", Path(inventory) / "group_vars" / "gpu_nodes.yml"
+    saved = {p: p.read_text() for p in (hosts_file, nodes_vars)}
+    doc = yaml.safe_load(saved[hosts_file])
+    doc["all"]["children"]["mirror_cache"] = {"hosts": {"gpu1": {"ansible_host": "10.213.7.11"}}}
+    hosts_file.write_text(yaml.safe_dump(doc))
+    nodes_vars.write_text(yaml.safe_dump({**yaml.safe_load(saved[nodes_vars]), "model_cache_via": "gpu1"}))
+    try:
+        for node in (gpu1, gpu2):
+            node.check_output(f"rm -rf {model}")
+        offset = int(mirror.check_output("stat -c %s /var/log/nginx/access.log"))
+        code, doc = apply(inventory)
+        assert code == 0, doc["failures"]
+        for node in (gpu1, gpu2):
+            assert node.file(f"{model}/.sovinfra/ready-{pinned}").exists
+        origin = mirror.check_output(f"tail -c +{offset + 1} /var/log/nginx/access.log")
+        files = json.loads(
+            mirror.check_output(f"curl -sf http://10.213.7.10/api/models/{REPO}/revision/{pinned}")
+        )["siblings"]
+        resolve = {f"/{REPO}/resolve/{pinned}/{urllib.parse.quote(f['rfilename'])}" for f in files}
+        served = Counter(m["path"] for m in REQUEST.finditer(origin))
+        assert {p: served[p] for p in resolve} == dict.fromkeys(resolve, 1)
+        at_cache = Counter(
+            (m["client"], m["path"])
+            for m in REQUEST.finditer(gpu1.check_output("cat /var/log/nginx/access.log"))
+        )
+        assert at_cache == {(ip, p): 1 for ip in ("10.213.7.11", "10.213.7.12") for p in resolve}
+        assert gpu1.socket("tcp://10.213.7.11:8080").is_listening
+        assert not gpu1.socket("tcp://0.0.0.0:8080").is_listening
+        code, again = apply(inventory)
+        assert code == 0 and again["changes"] == []
+    finally:
+        for path, text in saved.items():
+            path.write_text(text)
+        added = set(gpu1.check_output(installed).split()) - before
+        gpu1.check_output(f"apt-get purge -y -q {' '.join(sorted(added))}" if added else "true")
+        gpu1.check_output("rm -rf /var/cache/sovinfra /var/log/nginx")
