@@ -4,31 +4,24 @@ ask at once, cut transfers resume from the cache, and a byte changed in the cach
 
 from __future__ import annotations
 
-import http.client
-import os
 import re
 import shutil
-import signal
-import subprocess
-import tempfile
 import threading
-import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import jinja2
 import pytest
 
 from sovinfra.errors import UserError
 from sovinfra.mirror import importer, publish, pull, serve
 from sovinfra.mirror.store import Store
-from tests.conftest import ROOT, missing
+from tests.conftest import missing
+from tests.rack_cache import PROBE, RackCache
 from tests.tiny_model import make_tiny_model
 
 REPO = "sovinfra/tiny"
-PROBE = "/api/models/probe/probe"  # passed to the mirror, which answers 404
 REQUEST = re.compile(r'"(?:GET|HEAD) (?P<path>\S+) HTTP/1\.[01]"')
 
 
@@ -46,64 +39,6 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[serve.Dev
     importer.import_folder(store, tiny, REPO, "main", False, lambda _m: None)
     with serve.DevServer(publish.publish(store), store.root / "blobs" / "sha256") as srv:
         yield srv, store
-
-
-class RackCache:
-    """nginx with the role's template, rendered as Ansible would for a cache host, in front of `origin`."""
-
-    def __init__(self, origin: str) -> None:
-        self.sock = serve.listen_socket(0)
-        self.port = int(self.sock.getsockname()[1])
-        self.prefix = Path(tempfile.mkdtemp(prefix="sovinfra-cache-"))
-        (self.prefix / "tmp").mkdir()
-        self.cache_dir = self.prefix / "cache"
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(ROOT / "roles" / "mirror_cache" / "templates"),
-            undefined=jinja2.StrictUndefined,
-        )
-        server = self.prefix / "cache-server.conf"
-        server.write_text(
-            env.get_template("mirror-cache.conf.j2").render(
-                ansible_managed="test",
-                __mirror_cache_origin=origin,
-                mirror_cache_listen=f"127.0.0.1:{self.port}",
-                mirror_cache_dir=str(self.cache_dir),
-                mirror_cache_max_size="1g",
-                mirror_cache_inactive="1d",
-            )
-        )
-        self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(serve.dev_conf(self.prefix, server, "root"))
-        cmd = ["nginx", "-c", str(self.conf), "-p", str(self.prefix), "-e", str(self.prefix / "error.log")]
-        test = subprocess.run([*cmd, "-t"], capture_output=True, text=True, check=False)
-        assert test.returncode == 0, test.stderr
-        fd = self.sock.fileno()
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "NGINX": f"{fd};"}, pass_fds=(fd,))
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            assert self.proc.poll() is None and time.monotonic() < deadline, "the cache's nginx did not start"
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _answers(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=0.5)
-        try:
-            conn.request("HEAD", PROBE)
-            conn.getresponse()
-            return True
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)  # fast: kept-alive connections need not wind down
-        self.proc.wait(timeout=10)
-        self.sock.close()
-        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 @pytest.fixture
