@@ -13,7 +13,9 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from sovinfra.inventory.model import SITE_GROUPS, Inventory, VarSource, VaultText
 from sovinfra.inventory.specs import VarSpec
 
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$"
+)
 # Keys of a spec that ArgumentSpecValidator understands; description and friends are documentation.
 _SPEC_KEYS = {"type", "elements", "choices", "options", "required", "default", "no_log", "aliases"}
 
@@ -61,6 +63,30 @@ def _check_connection(source: VarSource, key: str, value: Any) -> str | None:
     return None
 
 
+# Variables that name another inventory host, and the group that host must be in.
+HOST_REFERENCES = {"model_cache_via": "mirror_cache"}
+
+
+def _host_references(inv: Inventory) -> list[Problem]:
+    problems = []
+    for source in inv.sources:
+        for key, group in HOST_REFERENCES.items():
+            value = source.values.get(key)
+            if not value or _is_template(value):
+                continue
+            members = inv.hosts_in(group)
+            if value not in members:
+                found = ", ".join(sorted(members)) or "none"
+                problems.append(
+                    Problem(
+                        source.file,
+                        key,
+                        f"names {value}, which is not a host of group {group} ({found}) ({source.scope})",
+                    )
+                )
+    return problems
+
+
 def check(inv: Inventory, specs: dict[str, VarSpec], roles: list[str]) -> list[Problem]:
     problems: list[Problem] = []
     prefixes = tuple(f"{role}_" for role in roles)
@@ -73,12 +99,15 @@ def check(inv: Inventory, specs: dict[str, VarSpec], roles: list[str]) -> list[P
                 if _is_template(value) or isinstance(value, VaultText):
                     continue  # known only at run time: Ansible renders or decrypts it, the role judges it
                 for msg in check_value(specs[key], value):
-                    problems.append(Problem(source.file, key, f"{msg} (role {specs[key].role}, {source.scope})"))
+                    problems.append(
+                        Problem(source.file, key, f"{msg} (role {specs[key].role}, {source.scope})")
+                    )
             elif key.startswith(prefixes):
                 role = next(r for r in roles if key.startswith(f"{r}_"))
                 problems.append(
                     Problem(source.file, key, f"role {role} has no such variable (typo?) ({source.scope})")
                 )
+    problems += _host_references(inv)
     if not inv.hosts:
         problems.append(Problem(inv.hosts_file, "all", "the inventory has no hosts"))
     for group in SITE_GROUPS:

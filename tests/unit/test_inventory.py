@@ -241,3 +241,19 @@ def test_inventory_check_refuses_an_image_without_a_digest(tmp_path: Path) -> No
     pinned = {**vllm, "image": "docker.io/vllm/vllm-openai@sha256:" + "d" * 64}
     good = write_site(tmp_path, group_vars={"gpu_nodes": {"inference_services": [pinned]}})
     assert CliRunner().invoke(cli, ["inventory", "check", "-i", str(good)]).exit_code == 0
+
+
+def test_a_rack_cache_must_be_a_mirror_cache_host(tmp_path: Path) -> None:
+    """model_cache_via names a host of group mirror_cache: any other name is refused before a run."""
+    with_cache = {"all": {"children": {**HOSTS["all"]["children"], "mirror_cache": {"hosts": {"c1": None}}}}}
+    for via, hosts in (("gpu1", with_cache), ("c2", with_cache), ("c1", HOSTS)):
+        with pytest.raises(UserError) as err:
+            site.load_checked(
+                write_site(tmp_path, hosts=hosts, group_vars={"gpu_nodes": {"model_cache_via": via}})
+            )
+        assert "gpu_nodes.yml: model_cache_via: names " + via in str(err.value), err.value
+        assert "not a host of group mirror_cache" in str(err.value)
+    _, problems = site.load_checked(
+        write_site(tmp_path, hosts=with_cache, group_vars={"gpu_nodes": {"model_cache_via": "c1"}})
+    )
+    assert not [p for p in problems if p.key == "model_cache_via"]
