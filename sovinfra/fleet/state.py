@@ -32,6 +32,12 @@ MANAGED_FILES = (
     "/etc/docker/registry/config.yml",
     "/etc/nvidia-container-runtime/config.toml",
     "/etc/systemd/timesyncd.conf.d/*sovinfra*",
+    "/etc/nginx/sites-available/sovinfra-*",
+    # node_exporter's and Prometheus' settings (conffiles of Debian's packages, the roles' own content)
+    "/etc/default/prometheus-node-exporter",
+    "/etc/default/prometheus",
+    "/etc/prometheus/prometheus.yml",
+    "/etc/prometheus/rules/*",
 )
 # Written by a role only when absent, the operator's from then on (a conffile dpkg sees as modified):
 # neither hashed nor verified.

@@ -20,6 +20,7 @@ from sovinfra.mirror import apt_snapshots, wheels
 
 pytestmark = pytest.mark.lab
 GPU = "gpu_nodes+inference"
+MIRROR = "model_mirror+monitoring"  # the lab's mirror host also watches the site
 PROBE = "sovinfra-drift-probe"
 
 
@@ -49,7 +50,7 @@ def test_lock_records_the_site_and_is_stable(lab_inventory: str, locked: Path) -
     store = default_store()
     assert doc["packages_snapshot"] == apt_snapshots.current(store)
     gpu = doc["classes"][GPU]
-    assert gpu["hosts"] == ["gpu1", "gpu2"] and doc["classes"]["model_mirror"]["hosts"] == ["mirror1"]
+    assert gpu["hosts"] == ["gpu1", "gpu2"] and doc["classes"][MIRROR]["hosts"] == ["mirror1"]
     assert gpu["nvidia"]["driver"]["resolved"].startswith(gpu["nvidia"]["driver"]["requested"])
     assert "nvidia-driver" in gpu["holds"]
     # Debian's packages and NVIDIA's carry the sha256 of the .deb the snapshot holds.
