@@ -97,9 +97,6 @@ def group_vars_all(
         "health_agent_nvml_simulator": True,
         # The simulated GPUs are HGX 8-GPU boards, whose NVSwitches containers cannot see on PCI.
         "fabric_manager_enabled": True,
-        # Tests wait for an alert to fire: scrape and evaluate more often than a site needs to.
-        "monitoring_scrape_interval": "10s",
-        "monitoring_evaluation_interval": "10s",
         "sovinfra_lab": True,
     }
 

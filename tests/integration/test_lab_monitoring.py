@@ -42,8 +42,8 @@ def api(lab: LabState, path: str, **query: str) -> Any:
     return doc["data"]
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll until `probe` answers something truthy (the lab scrapes and evaluates every 10 s)."""
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 150.0) -> Any:
+    """Poll until `probe` answers something truthy (Prometheus scrapes and evaluates every 30 s)."""
     deadline = time.monotonic() + timeout
     while True:
         answer = probe()
