@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -56,21 +57,25 @@ def listen_socket(port: int) -> socket.socket:
     return sock
 
 
-class DevServer:
-    """nginx on 127.0.0.1 over the store's live site, in the foreground of its caller."""
+class LocalNginx:
+    """A throwaway nginx on 127.0.0.1, in the foreground of its caller: `server(listen, prefix)` renders its
+    server block for the address it is handed (the mirror's for `serve --dev`; tests give others)."""
 
-    def __init__(self, site: Path, blobs: Path, port: int | None = None, wheels: Path | None = None) -> None:
+    def __init__(
+        self, server: Callable[[str, Path], str], port: int | None = None, name: str = "mirror"
+    ) -> None:
         if not shutil.which("nginx"):
             raise UserError("nginx is not installed (apt-get install nginx-light)")
+        self.name = name
         self.sock = listen_socket(port or 0)
         self.port = int(self.sock.getsockname()[1])
-        self.prefix = Path(tempfile.mkdtemp(prefix="sovinfra-mirror-"))
+        self.prefix = Path(tempfile.mkdtemp(prefix=f"sovinfra-{name}-"))
         (self.prefix / "tmp").mkdir()
-        server = self.prefix / "mirror-server.conf"
-        server.write_text(server_conf(site, blobs, f"127.0.0.1:{self.port}", wheels))
+        server_path = self.prefix / f"{name}-server.conf"
+        server_path.write_text(server(f"127.0.0.1:{self.port}", self.prefix))
         self.conf = self.prefix / "nginx.conf"
         user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-        self.conf.write_text(dev_conf(self.prefix, server, user))
+        self.conf.write_text(dev_conf(self.prefix, server_path, user))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +98,7 @@ class DevServer:
         cmd = ["nginx", "-c", str(self.conf), "-p", str(self.prefix), "-e", str(self.prefix / "error.log")]
         test = subprocess.run([*cmd, "-t"], capture_output=True, text=True, check=False)
         if test.returncode != 0:
-            raise UserError(f"nginx refused the mirror config: {test.stderr.strip()[-1500:]}")
+            raise UserError(f"nginx refused the {self.name} config: {test.stderr.strip()[-1500:]}")
         fd = self.sock.fileno()
         # nginx takes listening sockets from its parent through NGINX="fd;" (its own binary-upgrade path).
         env = {**os.environ, "NGINX": f"{fd};"}
@@ -118,12 +123,23 @@ class DevServer:
         self.sock.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
-    def __enter__(self) -> DevServer:
+    def __enter__(self) -> LocalNginx:
         self.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class DevServer(LocalNginx):
+    """nginx over the store's live site (`sovinfra mirror serve --dev`)."""
+
+    def __init__(self, site: Path, blobs: Path, port: int | None = None, wheels: Path | None = None) -> None:
+        super().__init__(lambda listen, _prefix: server_conf(site, blobs, listen, wheels), port)
+
+    def __enter__(self) -> DevServer:
+        self.start()
+        return self
 
 
 def wait_forever(server: DevServer) -> None:

@@ -18,7 +18,7 @@ from sovinfra.errors import UserError
 from sovinfra.mirror import importer, publish, pull, serve
 from sovinfra.mirror.store import Store
 from tests.conftest import missing
-from tests.rack_cache import PROBE, RackCache
+from tests.rack_cache import RackCache
 from tests.tiny_model import make_tiny_model
 
 REPO = "sovinfra/tiny"
@@ -85,8 +85,8 @@ def test_each_file_leaves_the_mirror_once_for_nodes_pulling_at_once(
     assert {p: n for p, n in served.items() if p in resolve} == dict.fromkeys(resolve, 1)
     assert served[f"/api/models/{REPO}/revision/{commit}"] == len(nodes)
     assert set(served) == resolve | {f"/api/models/{REPO}/revision/{commit}"}
-    # The cache: every file for every node (and nothing else but its start-up probe).
-    assert requests(cache.prefix / "access.log") - Counter({PROBE: 1}) == dict.fromkeys(resolve, len(nodes))
+    # The cache: every file for every node (and nothing else but the `HEAD /` that saw it start).
+    assert requests(cache.prefix / "access.log") - Counter({"/": 1}) == dict.fromkeys(resolve, len(nodes))
 
 
 def test_a_cut_transfer_resumes_from_the_cache(
