@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from sovinfra.lab import manager
+from sovinfra.lab import config, manager
 
 # Another checkout's lab is refused (manager.owner_problem) unless this is given.
 _force = click.option("--force", is_flag=True, help="even when another project checkout owns the lab")
@@ -38,16 +38,27 @@ def _register() -> None:
     "`sovinfra mirror packages sync` before `apply`); apt-proxy: through the gateway's apt-cacher-ng. "
     "Default: a running lab keeps its mode, a new one gets the proxy",
 )
+@click.option(
+    "--release",
+    type=click.Choice(config.RELEASE_CHOICES),
+    default=None,
+    help="Debian release of the hosts: bookworm (12), trixie (13), or mixed (the mirror host and odd GPU "
+    "nodes 12, even GPU nodes 13; apt-proxy labs). Default: a running lab keeps its releases, a new one "
+    "gets bookworm; a host whose release changes boots blank",
+)
 @_force
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def up(nodes: int, air_gapped: bool | None, force: bool, as_json: bool) -> None:
+def up(nodes: int, air_gapped: bool | None, release: str | None, force: bool, as_json: bool) -> None:
     """Boot (or complete) the lab and write inventory/lab/."""
     from sovinfra import paths
 
-    current = manager.up(nodes, air_gapped=air_gapped, log=_log, force=force)
+    current = manager.up(nodes, air_gapped=air_gapped, log=_log, force=force, release=release)
     if as_json:
         doc = {
-            "hosts": {h.name: {"address": h.address, "groups": h.groups} for h in current.hosts.values()},
+            "hosts": {
+                h.name: {"address": h.address, "groups": h.groups, "release": h.release}
+                for h in current.hosts.values()
+            },
             "air_gapped": current.air_gapped,
             "inventory": str(paths.lab_inventory_dir()),
             "owner": current.owner,
@@ -77,10 +88,13 @@ def model(seed: int, revision: str, engine: bool, as_json: bool) -> None:
     from sovinfra import paths
     from sovinfra.cli.mirror import default_store
     from sovinfra.lab import model as lab_model
+    from sovinfra.lab import state
 
     store = default_store()
     if engine:
-        lab_model.ensure_engine_wheels(store, paths.project_root() / "roles", _log)
+        nodes = [h for h in state.load().hosts.values() if "gpu_nodes" in h.groups]
+        releases = {h.release for h in nodes} or {config.DEFAULT_RELEASE}
+        lab_model.ensure_engine_wheels(store, paths.project_root() / "roles", _log, releases)
     commit = lab_model.import_model(store, seed, revision, _log)
     written = lab_model.write_services(paths.lab_inventory_dir(), commit)
     if as_json:

@@ -13,21 +13,22 @@ from sovinfra.lab.shell import run
 MARKER = ".sovinfra-base"
 
 
-def base_dir() -> Path:
-    return paths.lab_cache_dir() / f"base-{config.SUITE}"
+def base_dir(release: str = config.DEFAULT_RELEASE) -> Path:
+    return paths.lab_cache_dir() / f"base-{release}"
 
 
-def is_ready(path: Path) -> bool:
+def is_ready(path: Path, release: str) -> bool:
     marker = path / MARKER
-    return marker.exists() and marker.read_text().strip() == config.BASE_RECIPE
+    return marker.exists() and marker.read_text().strip() == config.base_recipe(release)
 
 
-def ensure_base(log: Callable[[str], None] = print) -> Path:
-    """Build the base once per machine; a half-built base is never used (built aside, then renamed)."""
-    target = base_dir()
-    if is_ready(target):
+def ensure_base(release: str = config.DEFAULT_RELEASE, log: Callable[[str], None] = print) -> Path:
+    """Build a release's base once per machine; a half-built base is never used (built aside, then
+    renamed)."""
+    target = base_dir(release)
+    if is_ready(target, release):
         return target
-    log(f"building lab base image ({config.SUITE}, minbase) in {target} ...")
+    log(f"building lab base image ({release}, minbase) in {target} ...")
     tmp = target.with_name(target.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -36,13 +37,13 @@ def ensure_base(log: Callable[[str], None] = print) -> Path:
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(config.BASE_PACKAGES)}",
-            config.SUITE,
+            release,
             str(tmp),
             config.DEBIAN_MIRROR,
         ]
     )
     _prepare(tmp)
-    (tmp / MARKER).write_text(config.BASE_RECIPE + "\n")
+    (tmp / MARKER).write_text(config.base_recipe(release) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

@@ -17,7 +17,15 @@ CGROUP_NAME = "sovinfra-lab"
 APT_PROXY_PORT = 3142
 # The stand-in NVIDIA repositories, on this machine's loopback (the connected side).
 NVIDIA_UPSTREAM_PORT = 3143
-SUITE = "bookworm"
+# Debian releases a lab host can run (codename -> NVIDIA's repository name for it); the first is the
+# default, and the one the lab's container image and the control node share.
+RELEASES = {"bookworm": "debian12", "trixie": "debian13"}
+DEFAULT_RELEASE = "bookworm"
+# Each release's system Python (what a node makes venvs with: engine wheels are built for it).
+RELEASE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+# `lab up --release`: every host one release, or `mixed` (the mirror host and odd GPU nodes the default,
+# even GPU nodes the newest): one site converging both at once.
+RELEASE_CHOICES = (*RELEASES, "mixed")
 DEBIAN_MIRROR = os.environ.get("SOVINFRA_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = (
     "openssh-server",
@@ -30,8 +38,13 @@ BASE_PACKAGES = (
     "sudo",
     "ca-certificates",
 )
-# Bump when the base recipe changes so cached bases are rebuilt.
-BASE_RECIPE = f"2:{SUITE}:{','.join(BASE_PACKAGES)}"
+
+
+def base_recipe(release: str) -> str:
+    """What a cached base was built from: a changed recipe rebuilds it (bump the number to force one)."""
+    return f"2:{release}:{','.join(BASE_PACKAGES)}"
+
+
 MAX_NODES = 32
 
 
@@ -40,6 +53,7 @@ class HostPlan:
     name: str
     address: str
     groups: tuple[str, ...]
+    release: str = DEFAULT_RELEASE
 
     @property
     def machine(self) -> str:
@@ -54,12 +68,25 @@ def gateway() -> str:
     return str(subnet().network_address + 1)
 
 
-def plan_hosts(nodes: int) -> list[HostPlan]:
+def host_release(release: str, gpu_index: int) -> str:
+    """The release of GPU node `gpu_index` (0 for the mirror host) in a lab of `release`."""
+    if release != "mixed":
+        return release
+    return list(RELEASES)[-1] if gpu_index and gpu_index % 2 == 0 else DEFAULT_RELEASE
+
+
+def plan_hosts(nodes: int, release: str = DEFAULT_RELEASE) -> list[HostPlan]:
     """One mirror host (which also watches the site) plus `nodes` GPU nodes, with stable addresses."""
     net = subnet()
-    hosts = [HostPlan("mirror1", str(net.network_address + 10), ("model_mirror", "monitoring"))]
+    hosts = [
+        HostPlan(
+            "mirror1", str(net.network_address + 10), ("model_mirror", "monitoring"), host_release(release, 0)
+        )
+    ]
     hosts += [
-        HostPlan(f"gpu{i}", str(net.network_address + 10 + i), ("gpu_nodes", "inference"))
+        HostPlan(
+            f"gpu{i}", str(net.network_address + 10 + i), ("gpu_nodes", "inference"), host_release(release, i)
+        )
         for i in range(1, nodes + 1)
     ]
     return hosts

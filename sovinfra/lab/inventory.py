@@ -70,7 +70,7 @@ def group_vars_all(
             # roles' default URLs point at the mirror, only the lab's signing key differs.
             "model_mirror_package_trees": [
                 {"name": sub, "src": str(repos.root / sub)}
-                for sub in (nvidia_repo.CUDA_REPO, nvidia_repo.CONTAINER_TOOLKIT_REPO)
+                for sub in (*nvidia_repo.CUDA_REPOS, nvidia_repo.CONTAINER_TOOLKIT_REPO)
             ],
             "nvidia_repo_key_url": "{{ nvidia_repo_url }}/" + repos.key_file,
             "nvidia_repo_key_fingerprint": repos.fingerprint,

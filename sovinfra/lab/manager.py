@@ -56,11 +56,20 @@ def _check_owner(current: state.LabState, force: bool) -> None:
         raise UserError(problem)
 
 
-def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool = False) -> state.LabState:
-    """Boot or complete the lab; `air_gapped` None keeps the running lab's mode (a new lab: proxied)."""
+def up(
+    nodes: int,
+    air_gapped: bool | None = None,
+    log: Log = print,
+    force: bool = False,
+    release: str | None = None,
+) -> state.LabState:
+    """Boot or complete the lab; `air_gapped` and `release` None keep the running lab's (a new lab:
+    proxied, Debian 12). A host whose release changes boots blank from the other release's base."""
     _require_root()
     if not 1 <= nodes <= config.MAX_NODES:
         raise UserError(f"--nodes must be between 1 and {config.MAX_NODES}, got {nodes}")
+    if release is not None and release not in config.RELEASE_CHOICES:
+        raise UserError(f"--release must be one of {', '.join(config.RELEASE_CHOICES)}, got {release!r}")
     lab_dir = paths.lab_dir()
     current = state.load()
     _check_owner(current, force)
@@ -71,9 +80,18 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool
     current.subnet, current.gateway = str(net), config.gateway()
     if air_gapped is not None:
         current.air_gapped = air_gapped
+    if release is not None:
+        current.release = release
+    plans = config.plan_hosts(nodes, current.release)
+    if current.air_gapped and {p.release for p in plans} != {config.DEFAULT_RELEASE}:
+        # The site's package snapshot is made from one Debian release's archive (model_mirror's upstreams).
+        raise UserError(
+            f"--release {current.release}: an air-gapped lab runs {config.DEFAULT_RELEASE} only (the site "
+            "package snapshot holds one release); use --apt-proxy for other releases"
+        )
     state.save(current)  # record intent first: a crash from here on is cleaned up by `down`
 
-    base_root = base.ensure_base(log)
+    bases = {r: base.ensure_base(r, log) for r in sorted({p.release for p in plans})}
     network.ensure_bridge(current.gateway, net.prefixlen)
     network.ensure_nft(str(net))
     if current.air_gapped:
@@ -85,7 +103,6 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool
     state.save(current)
 
     client_key = _ensure_client_key(lab_dir)
-    plans = config.plan_hosts(nodes)
     wanted = {p.name for p in plans}
     for name in sorted(set(current.hosts) - wanted):
         log(f"stopping {name} (not in a {nodes}-node lab)")
@@ -95,13 +112,20 @@ def up(nodes: int, air_gapped: bool | None = None, log: Log = print, force: bool
     known_hosts = []
     started = []
     for plan in plans:
+        entry = current.hosts.get(plan.name)
+        if entry and entry.release != plan.release:
+            log(f"{plan.name}: {entry.release} -> {plan.release} (boots blank from the {plan.release} base)")
+            hosts.stop(plan.name, entry.pid)
+            hosts.remove_files(plan.name)
+            entry = None
         host_key = hosts.prepare(plan, net.prefixlen, client_key)
         known_hosts.append(f"{plan.address} {host_key}")
-        entry = current.hosts.get(plan.name)
         if entry and processes.alive(entry.pid, plan.machine):
             continue
-        pid = hosts.start(plan, base_root)
-        current.hosts[plan.name] = state.HostState(plan.name, plan.address, list(plan.groups), pid)
+        pid = hosts.start(plan, bases[plan.release])
+        current.hosts[plan.name] = state.HostState(
+            plan.name, plan.address, list(plan.groups), pid, plan.release
+        )
         state.save(current)
         started.append((plan, pid))
     (lab_dir / "known_hosts").write_text("\n".join(known_hosts) + "\n")
@@ -129,7 +153,7 @@ def wipe(name: str, log: Log = print, force: bool = False) -> None:
     entry = current.hosts.get(name)
     if entry is None:
         raise UserError(f"no lab host {name!r} (have: {', '.join(sorted(current.hosts)) or 'none'})")
-    plan = next(p for p in config.plan_hosts(config.MAX_NODES) if p.name == name)
+    plan = next(p for p in config.plan_hosts(config.MAX_NODES, current.release) if p.name == name)
     # The simulated GPUs are the host's hardware, not its disk: they stay what they were.
     gpus = hosts.host_dir(name) / "upper" / config.GPU_PROFILE.lstrip("/")
     profile = gpus.read_bytes() if gpus.is_file() else None
@@ -143,7 +167,7 @@ def wipe(name: str, log: Log = print, force: bool = False) -> None:
     known = lab_dir / "known_hosts"
     lines = [line for line in known.read_text().splitlines() if not line.startswith(plan.address + " ")]
     known.write_text("\n".join([*lines, f"{plan.address} {host_key}"]) + "\n")
-    entry.pid = hosts.start(plan, base.ensure_base(log))
+    entry.pid = hosts.start(plan, base.ensure_base(plan.release, log))
     state.save(current)
     hosts.wait_ssh(plan, entry.pid)
     log(f"{name} {plan.address} wiped: booted blank from the base image")

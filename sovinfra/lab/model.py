@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import yaml
 
 from sovinfra import paths
 from sovinfra.inventory import defaults
-from sovinfra.lab import tiny_gguf
+from sovinfra.lab import config, tiny_gguf
 
 REPO = "sovinfra-lab/tiny-llama"
 FILE = "tiny-llama-f32.gguf"
@@ -115,16 +117,29 @@ def engine_requirement(roles_dir: Path) -> str:
     return f"llama-cpp-python[server]=={version}"
 
 
-def ensure_engine_wheels(store_root: Path, roles_dir: Path, log: Any) -> list[str]:
-    """Build the engine's wheels into the wheelhouse once (llama-cpp-python compiles: minutes on 2 cores)."""
+def ensure_engine_wheels(store_root: Path, roles_dir: Path, log: Any, releases: Iterable[str]) -> list[str]:
+    """Build the engine's wheels into the wheelhouse once for the Python of each Debian release the lab's
+    nodes run (llama-cpp-python compiles: minutes on 2 cores): with the control node's pip when its Python
+    is that release's, else in that release's build box."""
+    from sovinfra.lab import builder
     from sovinfra.mirror import wheels
 
     requirement = engine_requirement(roles_dir)
     version = requirement.rsplit("==", 1)[1]
-    if any(name.startswith(f"llama_cpp_python-{version}-") for name in wheels.listing(store_root)):
-        return []
-    log(f"building {requirement} into the wheelhouse (once) ...")
-    return wheels.add(store_root, [requirement], log)
+    added: list[str] = []
+    for release in sorted(set(releases)):
+        python = config.RELEASE_PYTHON[release]
+        tag = "cp" + python.replace(".", "")
+        if any(name.startswith(f"llama_cpp_python-{version}-{tag}-") for name in wheels.listing(store_root)):
+            continue
+        log(f"building {requirement} for Python {python} ({release}) into the wheelhouse (once) ...")
+        argv = (
+            [sys.executable]
+            if python == builder.control_python()
+            else builder.python(release, [wheels.build_dir(store_root)], log)
+        )
+        added += wheels.add(store_root, [requirement], log, python=argv)
+    return added
 
 
 def api_key(inventory_dir: Path) -> str:

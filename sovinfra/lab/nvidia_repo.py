@@ -30,6 +30,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from sovinfra.errors import UserError
+from sovinfra.lab import config
 from sovinfra.mirror import sitekey
 
 STANDIN_DIR = Path(__file__).parent / "nvidia_standin"
@@ -43,7 +44,10 @@ REVISION = "1"
 # The toolkit stand-in's content changed (its runtime applies CDI specs): a new Debian revision, as a
 # distribution would make, so a store that published the old one takes the new one beside it.
 CONTAINER_TOOLKIT_REVISION = "2"
-CUDA_REPO = "cuda/repos/debian12/x86_64"
+# NVIDIA's CUDA repository for each Debian release the lab runs (debian12, debian13), the same stand-ins
+# in each; the first is Debian 12's.
+CUDA_REPOS = tuple(f"cuda/repos/{distro}/x86_64" for distro in config.RELEASES.values())
+CUDA_REPO = CUDA_REPOS[0]
 CONTAINER_TOOLKIT_REPO = "libnvidia-container/stable/deb/amd64"
 KEY_NAME = "sovinfra lab stand-in NVIDIA repositories"
 MULTIARCH_LIB = "/usr/lib/x86_64-linux-gnu"
@@ -400,7 +404,7 @@ def key_file_name(fingerprint: str) -> str:
 
 @dataclass(frozen=True)
 class StandinRepos:
-    root: Path  # holds CUDA_REPO and CONTAINER_TOOLKIT_REPO
+    root: Path  # holds CUDA_REPOS and CONTAINER_TOOLKIT_REPO
     fingerprint: str
 
     @property
@@ -425,11 +429,11 @@ def _build(cache_dir: Path, home: Path, nvml_library: Path, kernel_release: str)
     cuda = cuda_repo_packages(nvml_library.read_bytes(), kernel_release)
     toolkit = container_toolkit_packages(CONTAINER_TOOLKIT_VERSION)
     recipe = json.dumps(
-        [fingerprint, [p.recipe() for p in cuda], [p.recipe() for p in toolkit]], sort_keys=True
+        [fingerprint, CUDA_REPOS, [p.recipe() for p in cuda], [p.recipe() for p in toolkit]], sort_keys=True
     )
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     root = cache_dir / "repos" / digest
-    if (root / CUDA_REPO / "InRelease").exists() and (root / CONTAINER_TOOLKIT_REPO / "InRelease").exists():
+    if all((root / sub / "InRelease").exists() for sub in (*CUDA_REPOS, CONTAINER_TOOLKIT_REPO)):
         return StandinRepos(root, fingerprint)
     staging = cache_dir / "repos" / f".{digest}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -443,6 +447,13 @@ def _build(cache_dir: Path, home: Path, nvml_library: Path, kernel_release: str)
         for pkg in packages:
             build_deb(pkg, repo, epoch=1_700_000_000)
         index_repo(repo, home, fingerprint, label)
+    for sub in CUDA_REPOS[1:]:
+        # The other releases' trees: the same packages (byte for byte), indexed and signed for themselves.
+        repo = staging / sub
+        repo.mkdir(parents=True)
+        for deb in (staging / CUDA_REPO).glob("*.deb"):
+            os.link(deb, repo / deb.name)
+        index_repo(repo, home, fingerprint, "NVIDIA CUDA (sovinfra lab stand-in)")
     for old in (cache_dir / "repos").glob("[0-9a-f]*"):
         shutil.rmtree(old, ignore_errors=True)  # one recipe at a time: the cache does not grow
     staging.rename(root)

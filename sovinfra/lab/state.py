@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sovinfra import atomic, paths
+from sovinfra.lab import config
 
 
 @dataclass
@@ -15,6 +16,7 @@ class HostState:
     address: str
     groups: list[str]
     pid: int = 0
+    release: str = config.DEFAULT_RELEASE
 
 
 @dataclass
@@ -24,6 +26,8 @@ class LabState:
     apt_proxy_pid: int = 0
     # No apt proxy: hosts install from the site's package snapshot on the mirror host only.
     air_gapped: bool = False
+    # What `lab up --release` asked for (a release, or `mixed`); each host's own is in its entry.
+    release: str = config.DEFAULT_RELEASE
     # The stand-in NVIDIA repositories' server (air-gapped labs: what `mirror packages sync` mirrors).
     nvidia_upstream_pid: int = 0
     hosts: dict[str, HostState] = field(default_factory=dict)
@@ -46,6 +50,7 @@ def load() -> LabState:
         gateway=raw.get("gateway", ""),
         apt_proxy_pid=raw.get("apt_proxy_pid", 0),
         air_gapped=raw.get("air_gapped", False),
+        release=raw.get("release", config.DEFAULT_RELEASE),
         nvidia_upstream_pid=raw.get("nvidia_upstream_pid", 0),
         hosts=hosts,
         owner=raw.get("owner", ""),

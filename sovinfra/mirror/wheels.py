@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sovinfra.errors import UserError
@@ -100,12 +100,23 @@ def index_if_changed(store_root: Path) -> bool:
     return True
 
 
-def add(store_root: Path, sources: list[str], log: Callable[[str], None]) -> list[str]:
-    """Copy wheel files, or build wheels for requirements/source folders with pip; then re-index."""
+def build_dir(store_root: Path) -> Path:
+    """Where builds happen (the wheels' filesystem, so a finished wheel is renamed into place)."""
+    return store_root / "wheels"
+
+
+def add(
+    store_root: Path,
+    sources: list[str],
+    log: Callable[[str], None],
+    python: Sequence[str] = (sys.executable,),
+) -> list[str]:
+    """Copy wheel files, or build wheels for requirements/source folders with `python`'s pip (the control
+    node's own, or another Python's that sees build_dir at the same path); then re-index."""
     folder = files_dir(store_root)
     folder.mkdir(parents=True, exist_ok=True)
     added: list[str] = []
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=build_dir(store_root)) as tmp:
         built = Path(tmp)
         for source in sources:
             if source.endswith(".whl"):
@@ -120,7 +131,7 @@ def add(store_root: Path, sources: list[str], log: Callable[[str], None]) -> lis
                 continue
             log(f"building wheels for {source} ...")
             proc = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(built), source],
+                [*python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(built), source],
                 capture_output=True,
                 text=True,
                 check=False,
