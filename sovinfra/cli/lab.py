@@ -143,10 +143,10 @@ def status(as_json: bool) -> None:
         click.echo("lab is down")
         return
     click.echo(f"packets sent outside the lab: {egress if egress is not None else 'unknown (no nft table)'}")
-    click.echo(f"{'HOST':<10} {'ADDRESS':<15} {'RUNNING':<8} {'SSH':<4} GROUPS")
+    click.echo(f"{'HOST':<10} {'ADDRESS':<15} {'RELEASE':<9} {'RUNNING':<8} {'SSH':<4} GROUPS")
     for r in rows:
         click.echo(
-            f"{r.name:<10} {r.address:<15} {'yes' if r.running else 'no':<8} "
+            f"{r.name:<10} {r.address:<15} {r.release:<9} {'yes' if r.running else 'no':<8} "
             f"{'yes' if r.ssh else 'no':<4} {','.join(r.groups)}"
         )
 

@@ -62,4 +62,3 @@ def python(release: str, binds: list[Path], log: Callable[[str], None] = print) 
         run([*_argv(release, root, []), "--setenv=DEBIAN_FRONTEND=noninteractive", "sh", "-c", install])
         marker.write_text(recipe + "\n")
     return [*_argv(release, root, binds), "python3"]
-

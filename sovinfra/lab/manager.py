@@ -238,6 +238,7 @@ class HostStatus:
     groups: list[str]
     running: bool
     ssh: bool
+    release: str
 
 
 def status() -> list[HostStatus]:
@@ -247,7 +248,12 @@ def status() -> list[HostStatus]:
         running = processes.alive(host.pid, config.MACHINE_PREFIX + host.name)
         result.append(
             HostStatus(
-                host.name, host.address, host.groups, running, running and hosts.ssh_answers(host.address)
+                host.name,
+                host.address,
+                host.groups,
+                running,
+                running and hosts.ssh_answers(host.address),
+                host.release,
             )
         )
     return result

@@ -20,6 +20,36 @@ def test_plan_has_one_mirror_and_n_gpu_nodes() -> None:
     assert plans[1].machine == "svlab-gpu1"
 
 
+def test_release_plans() -> None:
+    """One release for every host, or mixed: the mirror host and odd GPU nodes Debian 12, even ones 13."""
+    assert {p.release for p in config.plan_hosts(3)} == {"bookworm"}
+    assert {p.release for p in config.plan_hosts(3, "trixie")} == {"trixie"}
+    mixed = {p.name: p.release for p in config.plan_hosts(4, "mixed")}
+    assert mixed == {
+        "mirror1": "bookworm",
+        "gpu1": "bookworm",
+        "gpu2": "trixie",
+        "gpu3": "bookworm",
+        "gpu4": "trixie",
+    }
+    # Every release the lab runs has a stand-in CUDA tree in NVIDIA's layout, a base recipe and a Python.
+    assert nvidia_repo.CUDA_REPOS == ("cuda/repos/debian12/x86_64", "cuda/repos/debian13/x86_64")
+    assert set(config.RELEASE_PYTHON) == set(config.RELEASES)
+    assert config.base_recipe("bookworm") != config.base_recipe("trixie")
+
+
+def test_proxied_inventory_publishes_every_releases_nvidia_tree(tmp_path: Path) -> None:
+    state = LabState(subnet="10.213.7.0/24", gateway="10.213.7.1", release="mixed")
+    for p in config.plan_hosts(2, "mixed"):
+        state.hosts[p.name] = HostState(p.name, p.address, list(p.groups), 1, p.release)
+    repos = nvidia_repo.StandinRepos(tmp_path / "repos", "647918C05EDD29E1A8E2F83A0F0FF1D5A2827549")
+    lab_inventory.write(state, tmp_path / "lab", tmp_path, repos)
+    inv, problems = site.load_checked(tmp_path / "lab")
+    assert not problems
+    trees = [t["name"] for t in model.host_vars(inv, "mirror1")["model_mirror_package_trees"]]
+    assert trees == [*nvidia_repo.CUDA_REPOS, nvidia_repo.CONTAINER_TOOLKIT_REPO]
+
+
 def test_nft_rules_drop_and_count_everything_leaving_the_lab() -> None:
     rules = network.nft_ruleset("10.213.7.0/24")
     assert f'iifname "{config.BRIDGE}" counter name egress drop' in rules

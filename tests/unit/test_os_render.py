@@ -16,7 +16,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trusted
 
 ROLES = ROOT / "roles"
 FACTS: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "tests" / "fixtures" / "os_facts.yml").read_text())
@@ -138,6 +138,32 @@ def test_repository_urls_follow_nvidias_layout(system: str) -> None:
     assert toolkit.endswith(f"/packages/libnvidia-container/stable/deb/{deb_arch}"), toolkit
 
 
+@pytest.mark.parametrize("system", sorted(FACTS))
+def test_nvidia_key_follows_the_nodes_repository(system: str) -> None:
+    """The key file and fingerprint are those of the node's own repository; Debian 13's repository is
+    signed by another key, whose fingerprint is not pinned: the role's assert refuses it until a site sets
+    one (the key is never taken unchecked)."""
+    facts = FACTS[system]
+    url = plain(templar(facts).template(all_defaults()["nvidia_repo_key_url"]))
+    fingerprint = plain(templar(facts).template(all_defaults()["nvidia_repo_key_fingerprint"]))
+    tasks = load(ROLES / "nvidia_repo" / "tasks" / "add_repo.yml")
+    check = next(
+        t["ansible.builtin.assert"]["that"]
+        for block in tasks
+        for t in block.get("block", [block])
+        if str(t.get("name", "")).startswith("A fingerprint")
+    )
+    variables = {"__nvidia_repo_add_key_fingerprint": fingerprint}
+    accepted = templar(facts, variables).template(trusted("{{ " + check + " }}"))
+    arch = "sbsa" if facts["architecture"] == "aarch64" else "x86_64"
+    if (facts["distribution"], facts["distribution_major_version"]) == ("Debian", "13"):
+        assert url.endswith(f"/cuda/repos/debian13/{arch}/8793f200.pub"), url
+        assert fingerprint == "" and accepted is False
+    else:
+        assert url.endswith(f"/{arch}/3bf863cc.pub"), url
+        assert fingerprint == "EB693B3035CD5710E231E123A4B469963BF863CC" and accepted is True
+
+
 def driver_install_names(facts: dict[str, Any], modules: str, source: str) -> list[str]:
     """The apt names the driver role's install task asks for, rendered from the task itself."""
     tasks = load(ROLES / "nvidia_driver" / "tasks" / "main.yml")
@@ -175,3 +201,31 @@ def test_ubuntu_precompiled_modules_follow_the_kernel_not_the_driver(system: str
     for name in kernel_side:
         assert "=" not in name, f"{name}: pinned to the driver's version, which this package never has"
         assert name.endswith(facts["kernel"]), name
+
+
+UNSUPPORTED = {
+    "rocky9": {"distribution": "Rocky", "os_family": "RedHat", "distribution_version": "9.4",
+               "distribution_major_version": "9"},
+    "debian11": {"distribution": "Debian", "os_family": "Debian", "distribution_version": "11.11",
+                 "distribution_major_version": "11"},
+    "ubuntu2004": {"distribution": "Ubuntu", "os_family": "Debian", "distribution_version": "20.04",
+                   "distribution_major_version": "20"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("system", [*sorted(FACTS), *sorted(UNSUPPORTED)])
+def test_preflight_accepts_exactly_the_supported_systems(system: str) -> None:
+    """Preflight's first task (before any role changes anything) passes every supported system and
+    refuses any other in one line naming the system and the supported list."""
+    facts = FACTS.get(system) or UNSUPPORTED[system]
+    task = next(t for t in load(ROLES / "preflight" / "tasks" / "main.yml") if "assert" in str(t))
+    t = templar(facts, load(ROLES / "preflight" / "defaults" / "main.yml"))
+    verdicts = []
+    for that in task["ansible.builtin.assert"]["that"]:  # as assert does: up to the first false one
+        verdicts.append(t.template(trusted("{{ " + that + " }}")))
+        if verdicts[-1] is not True:
+            break
+    assert all(v is True for v in verdicts) is (system in FACTS), verdicts
+    message = plain(t.template(task["ansible.builtin.assert"]["fail_msg"]))
+    assert f"{facts['distribution']} {facts['distribution_version']} is not supported" in message
+    assert "'Debian': ['12', '13']" in message and "\n" not in message.strip()
