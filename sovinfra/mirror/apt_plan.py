@@ -323,6 +323,12 @@ def _mirror_setting(inv: model.Inventory, roles_dir: Path, key: str) -> tuple[An
     )
 
 
+def debian_releases(upstreams: Sequence[Upstream]) -> list[str]:
+    """The releases a snapshot's archives are for: each distribution's codename (bookworm-updates and
+    bookworm-security are bookworm's); flat repositories name none."""
+    return sorted({dist.split("-")[0] for u in upstreams if not u.flat for dist in u.distributions})
+
+
 def site_upstreams(inv: model.Inventory, roles_dir: Path) -> tuple[list[Upstream], list[str]]:
     """The upstream repositories and architectures the site snapshot is made from."""
     value, where = _mirror_setting(inv, roles_dir, UPSTREAMS_KEY)

@@ -347,7 +347,13 @@ def sync(
     atomic.write_text(
         packages_dir(store) / "snapshots" / f"{snap_id}.json",
         json.dumps(
-            {**asdict(info), "needed": needed, "versioned": [f"{r.name}={r.version}" for r in versioned]},
+            {
+                **asdict(info),
+                "needed": needed,
+                "versioned": [f"{r.name}={r.version}" for r in versioned],
+                # What preflight holds each host's release against (roles/preflight).
+                "releases": apt_plan.debian_releases(upstreams),
+            },
             indent=2,
         ),
     )

@@ -7,6 +7,7 @@ repository URLs and package pins each supported OS gets, from the facts a host o
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,39 @@ def test_preflight_accepts_exactly_the_supported_systems(system: str) -> None:
     message = plain(t.template(task["ansible.builtin.assert"]["fail_msg"]))
     assert f"{facts['distribution']} {facts['distribution_version']} is not supported" in message
     assert "'Debian': ['12', '13']" in message and "\n" not in message.strip()
+
+
+@pytest.fixture(scope="module")
+def lookups() -> None:
+    """Ansible's plugins (the file lookup) loaded once, as a play has them."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    init_plugin_loader()
+
+
+@pytest.mark.parametrize("recorded", [["bookworm"], ["bookworm", "trixie"], None])
+@pytest.mark.parametrize("system", ["debian12-x86_64", "debian13-x86_64"])
+def test_preflight_holds_the_hosts_release_against_the_snapshots(
+    system: str, recorded: list[str] | None, tmp_path: Path, lookups: None
+) -> None:
+    """A host of a release the site package snapshot was not made for is refused before anything changes
+    (it would be handed another release's packages); a snapshot that recorded no releases is not judged."""
+    facts = FACTS[system]
+    snapshots = tmp_path / "packages" / "snapshots"
+    snapshots.mkdir(parents=True)
+    doc = {"id": "20261203T000000Z", **({"releases": recorded} if recorded is not None else {})}
+    (snapshots / "20261203T000000Z.json").write_text(json.dumps(doc))
+    task = next(
+        t
+        for t in load(ROLES / "preflight" / "tasks" / "main.yml")
+        if str(t.get("name", "")).startswith("The site package snapshot")
+    )
+    t = templar(facts, {"site_store": str(tmp_path), "__site_apt_snapshot_id": "20261203T000000Z"})
+    t = templar(facts, {**t.available_variables, **task["vars"]})
+    accepted = t.template(trusted("{{ " + task["ansible.builtin.assert"]["that"] + " }}"))
+    assert accepted is (recorded is None or facts["distribution_release"] in recorded)
+    if not accepted:
+        message = plain(t.template(task["ansible.builtin.assert"]["fail_msg"]))
+        assert (
+            "Debian 13.8 (trixie): the site package snapshot 20261203T000000Z holds bookworm only" in message
+        )
