@@ -29,11 +29,7 @@ from sovinfra.mirror.store import hash_file
 
 # What the agent imports on a node: no Ansible, no pyinfra.
 AGENT_DEPS = ("nvidia-ml-py", "click", "PyYAML")
-# Node architecture (as `uname -m` and Ansible's facts name it) -> the wheel platforms it installs.
-PLATFORMS = {
-    arch: (f"manylinux2014_{arch}", f"manylinux_2_17_{arch}", f"manylinux_2_28_{arch}")
-    for arch in ("x86_64", "aarch64")
-}
+PLATFORMS = wheels.PLATFORMS
 # The system Python of each OS release the roles support (Ubuntu 22.04, Debian 12, Ubuntu 24.04,
 # Debian 13): the agent venv is made with it.
 NODE_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
@@ -70,13 +66,10 @@ def _sovinfra_wheel(root: Path, dest: Path, stamp: Path) -> bool:
 
 def parse_target(text: str) -> tuple[str, str]:
     """A node's "X.Y[:ARCH]" (architecture x86_64 when not given) -> (python, arch)."""
-    python, _, arch = text.partition(":")
-    arch = arch or "x86_64"
-    if arch not in PLATFORMS:
-        raise SystemExit(f"wheelhouse: no wheels for architecture {arch!r} (known: {', '.join(PLATFORMS)})")
-    if not python.replace(".", "").isdigit() or python.count(".") != 1:
-        raise SystemExit(f"wheelhouse: {text!r} is not a Python X.Y[:ARCH]")
-    return python, arch
+    try:
+        return wheels.parse_target(text)
+    except ValueError as exc:
+        raise SystemExit(f"wheelhouse: {exc}") from exc
 
 
 def _stem(dist: str) -> str:
@@ -97,11 +90,9 @@ def _dep_wheels(dest: Path, python_version: str, arch: str = "x86_64") -> list[s
         ]  # fmt: skip
         if have:
             continue
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--python-version", python_version, "--implementation", "cp", "--dest", str(dest)]  # fmt: skip
-        for platform in PLATFORMS[arch]:
-            cmd += ["--platform", platform]
-        subprocess.run([*cmd, f"{dist}=={version}"], check=True)
+        subprocess.run(
+            [*wheels.download_argv(python_version, arch, dest), "--no-deps", f"{dist}=={version}"], check=True
+        )
         fetched.append(f"{dist}=={version} for Python {python_version} on {arch}")
     return fetched
 

@@ -278,12 +278,27 @@ def wheels() -> None:
 
 @wheels.command("add")
 @click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--for",
+    "targets",
+    multiple=True,
+    metavar="X.Y[:ARCH]",
+    help="download the binary wheels (and their dependencies') for nodes of this Python and architecture "
+    "(x86_64, aarch64) instead of building for this one; repeatable",
+)
 @store_option
-def wheels_add(sources: tuple[str, ...], store_path: Path) -> None:
-    """Add SOURCES: wheel files (copied), or requirements / source folders (built here once with pip)."""
+def wheels_add(sources: tuple[str, ...], targets: tuple[str, ...], store_path: Path) -> None:
+    """Add SOURCES: wheel files (copied), or requirements / source folders (built here once with pip, or
+    downloaded as binary wheels `--for` other nodes)."""
     from sovinfra.mirror import wheels as wheelhouse
 
-    for name in wheelhouse.add(store_path, list(sources), _log):
+    parsed = []
+    for target in targets:
+        try:
+            parsed.append(wheelhouse.parse_target(target))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--for") from exc
+    for name in wheelhouse.add(store_path, list(sources), _log, targets=parsed):
         click.echo(f"added {name}")
 
 

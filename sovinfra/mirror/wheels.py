@@ -26,6 +26,33 @@ _WHEEL = re.compile(
 )
 
 
+# Node architecture (as `uname -m` and Ansible's facts name it) -> the wheel platforms it installs.
+PLATFORMS = {
+    arch: (f"manylinux2014_{arch}", f"manylinux_2_17_{arch}", f"manylinux_2_28_{arch}")
+    for arch in ("x86_64", "aarch64")
+}
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """A node's "X.Y[:ARCH]" (architecture x86_64 when not given) -> (python, arch); ValueError naming it."""
+    python, _, arch = text.partition(":")
+    arch = arch or "x86_64"
+    if arch not in PLATFORMS:
+        raise ValueError(f"no wheels for architecture {arch!r} (known: {', '.join(PLATFORMS)})")
+    if not python.replace(".", "").isdigit() or python.count(".") != 1:
+        raise ValueError(f"{text!r} is not a Python X.Y[:ARCH]")
+    return python, arch
+
+
+def download_argv(python_version: str, arch: str, dest: Path) -> list[str]:
+    """pip download of binary wheels for another node's Python and architecture (nothing is built)."""
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+            "--python-version", python_version, "--implementation", "cp", "--dest", str(dest)]  # fmt: skip
+    for platform in PLATFORMS[arch]:
+        argv += ["--platform", platform]
+    return argv
+
+
 def normalize(name: str) -> str:
     """PEP 503 project name normalization."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -110,9 +137,11 @@ def add(
     sources: list[str],
     log: Callable[[str], None],
     python: Sequence[str] = (sys.executable,),
+    targets: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """Copy wheel files, or build wheels for requirements/source folders with `python`'s pip (the control
-    node's own, or another Python's that sees build_dir at the same path); then re-index."""
+    node's own, or another Python's that sees build_dir at the same path), or, for `targets` (python,
+    arch), download their binary wheels with their dependencies; then re-index."""
     folder = files_dir(store_root)
     folder.mkdir(parents=True, exist_ok=True)
     added: list[str] = []
@@ -129,15 +158,16 @@ def add(
                     raise UserError(str(exc)) from exc
                 shutil.copy2(path, built / path.name)
                 continue
-            log(f"building wheels for {source} ...")
-            proc = subprocess.run(
-                [*python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(built), source],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise UserError(f"{source}: pip wheel failed:\n{proc.stderr.strip()[-2000:]}")
+            build = [*python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(built), source]
+            commands = [
+                (f"download for Python {version} on {arch}", [*download_argv(version, arch, built), source])
+                for version, arch in targets
+            ] or [("build", build)]
+            for what, argv in commands:
+                log(f"wheels for {source}: {what} ...")
+                proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise UserError(f"{source}: pip failed ({what}):\n{proc.stderr.strip()[-2000:]}")
         for wheel in sorted(built.glob("*.whl")):
             os.replace(wheel, folder / wheel.name)  # same filesystem: atomic
             added.append(wheel.name)

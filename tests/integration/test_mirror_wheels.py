@@ -63,3 +63,46 @@ def test_wheels_added_then_installed_by_pip_from_the_mirror(tmp_path: Path) -> N
     probe = [str(venv / "bin" / "python"), "-c", "import sovinfra_probe as p; print(p.ANSWER)"]
     answer = subprocess.run(probe, capture_output=True, text=True, check=True)
     assert answer.stdout.strip() == "42"
+
+
+def test_wheels_for_other_nodes_are_downloaded_binary_with_their_dependencies(tmp_path: Path) -> None:
+    """`--for X.Y:ARCH`: another node's binary wheels (an arm64 node's, a Python the control node lacks),
+    dependencies included, nothing built; a bad target and a project with no such wheel are refused."""
+    from importlib import metadata
+
+    store = tmp_path / "store"
+    runner = CliRunner()
+    pyyaml = f"PyYAML=={metadata.version('PyYAML')}"
+    added = runner.invoke(
+        cli,
+        ["mirror", "wheels", "add", "--store", str(store), "--for", "3.13:aarch64", "--for", "3.12", pyyaml],
+    )
+    assert added.exit_code == 0, added.output
+    names = sorted(p.name for p in (store / "wheels" / "files").glob("*.whl"))
+    assert [n for n in names if "-cp313-" in n and n.endswith("_aarch64.whl")], names
+    assert [n for n in names if "-cp312-" in n and n.endswith("_x86_64.whl")], names
+    assert not [n for n in names if "-cp311-" in n], names  # not this node's
+    page = (store / "wheels" / "simple" / "pyyaml" / "index.html").read_text()
+    assert page.count("#sha256=") == len(names)
+
+    bad = runner.invoke(
+        cli, ["mirror", "wheels", "add", "--store", str(store), "--for", "3.13:ppc64le", pyyaml]
+    )
+    assert bad.exit_code == 2 and "--for" in bad.output and "ppc64le" in bad.output
+    # llama-cpp-python publishes no binary wheel on PyPI: said, not built, no traceback.
+    none = runner.invoke(
+        cli,
+        [
+            "mirror",
+            "wheels",
+            "add",
+            "--store",
+            str(store),
+            "--for",
+            "3.13:aarch64",
+            "llama-cpp-python==0.3.16",
+        ],
+    )
+    assert none.exit_code != 0 and "Traceback" not in none.output
+    assert "llama-cpp-python==0.3.16: pip failed (download for Python 3.13 on aarch64)" in none.output
+    assert sorted(p.name for p in (store / "wheels" / "files").glob("*.whl")) == names
