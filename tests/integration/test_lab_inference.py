@@ -281,22 +281,40 @@ def test_vllm_on_an_8_gpu_node_in_check_mode(lab_inventory: str, key: str) -> No
          "-e", json.dumps({"inference_services": [image]})],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    would = {c["task"] for c in json.loads(result.stdout)["changes"]}
-    assert any("unit" in t for t in would) and not any("venv" in t for t in would), would
+    changes = json.loads(result.stdout)["changes"]
+    would = {c["task"] for c in changes}
+    assert any("unit" in t for t in would) and not any("Install each engine release" in t for t in would), (
+        would
+    )
+    # ...and the llama.cpp venv no service would run any more is listed to go, and still there.
+    (prune,) = [c for c in changes if "Remove engine venvs and cached models" in c["task"]]
+    assert "/opt/sovinfra/engines/llama_cpp-" in prune["msg"], prune
     assert not gpu1.file("/etc/systemd/system/sovinfra-inference-big-image.service").exists
+    assert gpu1.file(prune["msg"].removeprefix("changed: ").split(", ")[0]).is_directory
 
 
 def test_a_service_no_longer_declared_is_stopped_and_removed(lab_inventory: str, key: str) -> None:
+    """...and with it the engine venv and cached model no declaration uses any more (the declared service's
+    venv and model stay)."""
     gpu1 = host(lab_inventory, "gpu1")
-    # A service an earlier converge installed and the inventory no longer declares.
+    # A service an earlier converge installed and the inventory no longer declares, its venv and its model.
     old = "sovinfra-inference-old"
     unit = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+    venv, model = "/opt/sovinfra/engines/llama_cpp-0.0.1", "/var/lib/sovinfra/hf-cache/models--old--gone"
     files = (
         f"/etc/systemd/system/{old}.service",
         "/etc/sovinfra/inference/old.yaml",
         "/etc/sovinfra/inference/old.env",
+        venv,
+        model,
     )
-    make = f"printf '{unit}' > {files[0]} && touch {files[1]} {files[2]} && systemctl daemon-reload"
+    snapshot = f"{model}/snapshots/{'0' * 40}"
+    make = (
+        f"printf '{unit}' > {files[0]} && touch {files[1]} {files[2]} && mkdir -p {venv}/bin {model}/blobs "
+        f"{snapshot} && echo w > {model}/blobs/e1 && ln -s ../../blobs/e1 {snapshot}/model.gguf && "
+        "systemctl daemon-reload"
+    )
+    kept = gpu1.check_output("ls -d /opt/sovinfra/engines/*/ /var/lib/sovinfra/hf-cache/models--*")
     gpu1.check_output(f"{make} && systemctl enable --now {old}")
     since = gpu1.check_output(f"systemctl show -p ActiveEnterTimestamp {UNIT}")
     try:
@@ -305,19 +323,24 @@ def test_a_service_no_longer_declared_is_stopped_and_removed(lab_inventory: str,
         would = {c["task"] for c in planned["changes"] if c["host"] == "gpu1"}
         for task in ("Stop and disable services no longer declared", "Remove their units, settings"):
             assert any(task in t for t in would), would
+        (listed,) = [
+            c["msg"] for c in planned["changes"] if "Remove engine venvs and cached models" in c["task"]
+        ]
+        assert listed == f"changed: {venv}, {model}"  # the dry run says what would go, and only that
         assert gpu1.service(old).is_running and all(
             gpu1.file(f).exists for f in files
         )  # check mode: untouched
         code, done = apply(lab_inventory, "--limit", "gpu1")
         assert code == 0, done["failures"]
         assert not gpu1.service(old).is_running and not any(gpu1.file(f).exists for f in files)
+        assert gpu1.check_output(f"ls -d {kept.replace(chr(10), ' ')}") == kept  # declared: kept
         assert (
             gpu1.check_output(f"systemctl show -p ActiveEnterTimestamp {UNIT}") == since
         )  # the declared one ran on
         code, again = apply(lab_inventory, "--limit", "gpu1")
         assert code == 0 and again["hosts"]["gpu1"]["changed"] == 0
     finally:
-        gpu1.run(f"systemctl disable --now {old}; rm -f {' '.join(files)}; systemctl daemon-reload")
+        gpu1.run(f"systemctl disable --now {old}; rm -rf {' '.join(files)}; systemctl daemon-reload")
 
 
 def test_tampered_model_fails_its_start_and_a_converge_repairs_it(lab_inventory: str, key: str) -> None:

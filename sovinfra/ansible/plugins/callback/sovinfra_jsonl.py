@@ -31,6 +31,14 @@ def _message(result):
             label = item.get("_ansible_item_label", item.get("item"))
             msg = f"{msg}: {label}: {detail}" if detail else msg
             break
+    # A loop that changed some items (what a check run would remove, say): name them.
+    changed = [
+        str(item.get("_ansible_item_label", item.get("item")))
+        for item in res.get("results") or []
+        if isinstance(item, dict) and item.get("changed") and not item.get("_ansible_no_log")
+    ]
+    if changed and not res.get("failed"):
+        msg = "changed: " + ", ".join(changed)
     if not isinstance(msg, str):
         msg = json.dumps(msg, default=str)
     return msg[:_MAX_MSG]
