@@ -38,6 +38,8 @@ MANAGED_FILES = (
     "/etc/default/prometheus",
     "/etc/prometheus/prometheus.yml",
     "/etc/prometheus/rules/*",
+    # the site endpoint's (HAProxy's conffile; the API keys in it are hashed here, never read out)
+    "/etc/haproxy/haproxy.cfg",
 )
 # Written by a role only when absent, the operator's from then on (a conffile dpkg sees as modified):
 # neither hashed nor verified.
@@ -48,7 +50,7 @@ LOCK_PINS = "/etc/apt/preferences.d/sovinfra-lock"
 STEADY = {"enabled", "disabled", "masked"}
 UNITS = ("sovinfra-*", "containerd.service", "docker.service", "nvidia-persistenced.service", "nginx.service",
          "docker-registry.service", "nvidia-dcgm.service", "prometheus-node-exporter.service",
-         "prometheus.service")  # fmt: skip
+         "prometheus.service", "haproxy.service")  # fmt: skip
 
 
 @dataclass

@@ -76,13 +76,11 @@ def host_release(release: str, gpu_index: int) -> str:
 
 
 def plan_hosts(nodes: int, release: str = DEFAULT_RELEASE) -> list[HostPlan]:
-    """One mirror host (which also watches the site) plus `nodes` GPU nodes, with stable addresses."""
+    """One mirror host (which also watches the site and is its endpoint) plus `nodes` GPU nodes, with stable
+    addresses."""
     net = subnet()
-    hosts = [
-        HostPlan(
-            "mirror1", str(net.network_address + 10), ("model_mirror", "monitoring"), host_release(release, 0)
-        )
-    ]
+    mirror_groups = ("model_mirror", "monitoring", "inference_gateway")
+    hosts = [HostPlan("mirror1", str(net.network_address + 10), mirror_groups, host_release(release, 0))]
     hosts += [
         HostPlan(
             f"gpu{i}", str(net.network_address + 10 + i), ("gpu_nodes", "inference"), host_release(release, i)

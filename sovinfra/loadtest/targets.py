@@ -1,14 +1,15 @@
 """The inventory's inference endpoints as load-test targets (pure: inventory in, targets or UserError out).
 
-Endpoints are the `inference_services` of hosts in the `inference` group; SLOs and load size come from
-`inference_slo_*` / `inference_loadtest_*` with the role's defaults underneath. A host reached through a
+Endpoints are the `inference_services` of hosts in the `inference` group, and the site endpoint on hosts
+of `inference_gateway` for each model they serve; SLOs and load size come from `inference_slo_*` /
+`inference_loadtest_*` with the role's defaults underneath. A host reached through a
 jump host (ProxyJump in its ssh args, as Ansible reads them) is load-tested through that jump host too.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,21 @@ def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: A
                 )
             )
     return targets
+
+
+def through_gateways(
+    node_targets: list[Target], gateways: dict[str, tuple[str, Jump | None]]
+) -> list[Target]:
+    """The site endpoint as clients use it: one target per gateway ({host: (base URL, jump)}) and model
+    the nodes serve, with the first replica's key, SLOs and load (replicas of a model share its key)."""
+    first: dict[str, Target] = {}
+    for target in node_targets:
+        first.setdefault(target.model, target)
+    return [
+        replace(target, host=gateway, service=f"site:{model}", url=url, jump=jump)
+        for gateway, (url, jump) in sorted(gateways.items())
+        for model, target in sorted(first.items())
+    ]
 
 
 def role_defaults(roles_dir: Path) -> dict[str, Any]:

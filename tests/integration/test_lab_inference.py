@@ -235,7 +235,11 @@ def test_verify_load_passes_and_fails_on_a_tighter_slo(lab_inventory: str, key: 
     result = CliRunner().invoke(cli, ["verify", "load", "-i", lab_inventory, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["ok"] and len(doc["endpoints"]) == 2
+    assert doc["ok"] and [(e["host"], e["service"]) for e in doc["endpoints"]] == [
+        ("gpu1", "tiny"),
+        ("gpu2", "tiny"),
+        ("mirror1", "site:tiny"),  # the site endpoint, after the nodes
+    ]
     tight = tmp_path / "inventory"
     shutil.copytree(lab_inventory, tight)
     with (tight / "group_vars" / "inference.yml").open("a") as fh:

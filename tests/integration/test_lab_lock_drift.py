@@ -20,7 +20,8 @@ from sovinfra.mirror import apt_snapshots, wheels
 
 pytestmark = pytest.mark.lab
 GPU = "gpu_nodes+inference"
-MIRROR = "model_mirror+monitoring"  # the lab's mirror host also watches the site
+# The lab's mirror host also watches the site and is its endpoint.
+MIRROR = "inference_gateway+model_mirror+monitoring"
 PROBE = "sovinfra-drift-probe"
 
 
