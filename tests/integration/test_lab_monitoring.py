@@ -69,11 +69,23 @@ def test_every_host_is_scraped_on_its_site_address(lab: LabState, converged: dic
             for t in api(lab, "targets")["activeTargets"]
         }
 
-    expected = {("prometheus", "mirror1"), ("gpu_nodes", "gpu1"), ("gpu_nodes", "gpu2"), ("hosts", "mirror1")}
+    expected = {
+        ("prometheus", "mirror1"),
+        ("gpu_nodes", "gpu1"),
+        ("gpu_nodes", "gpu2"),
+        ("hosts", "mirror1"),
+        ("inference_gateway", "mirror1"),
+    }
     seen = wait_for("every target up", lambda: (t := targets()) and all(h == "up" for h in t.values()) and t)
     assert set(seen) == expected
     # Nothing listens wider than the site address.
-    for name, port in (("gpu1", 9100), ("gpu2", 9100), ("mirror1", 9100), ("mirror1", 9090)):
+    for name, port in (
+        ("gpu1", 9100),
+        ("gpu2", 9100),
+        ("mirror1", 9100),
+        ("mirror1", 9090),
+        ("mirror1", 8405),
+    ):
         listening = on(name, f"ss -Hltn 'sport = :{port}'").split()
         assert f"{lab.hosts[name].address}:{port}" in listening, (name, listening)
         assert not {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & set(listening), (name, listening)

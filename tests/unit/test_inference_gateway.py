@@ -59,6 +59,7 @@ def render(table: list[dict]) -> str:
         },
         "ansible_managed": "managed",
         "inference_gateway_listen": "10.0.0.10:4000",
+        "inference_gateway_metrics_listen": "10.0.0.10:8405",
         "__inference_gateway_routes": table,
     }
     return Templar(loader=DataLoader(), variables=variables).template(
@@ -69,6 +70,7 @@ def render(table: list[dict]) -> str:
 def test_the_configuration_routes_checks_and_lists() -> None:
     cfg = render(routes(SERVICES))
     assert "    bind 10.0.0.10:4000\n" in cfg  # the site address only
+    assert "    bind 10.0.0.10:8405\n    http-request use-service prometheus-exporter" in cfg
     backends = dict(re.findall(r"^backend (\S+)\n((?:    .*\n?)*)", cfg, re.M))
     assert set(backends) == {"model_org_Big_Model", "model_tiny"}
     tiny = backends["model_tiny"]
