@@ -58,10 +58,12 @@ class HostState:
     packages: dict[str, str] = field(default_factory=dict)  # installed name -> version
     holds: list[str] = field(default_factory=list)
     venvs: dict[str, dict[str, str]] = field(default_factory=dict)  # venv -> {distribution: version}
+    venv_pythons: dict[str, str] = field(default_factory=dict)  # venv -> its Python, "3.11"
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
     units: dict[str, str] = field(default_factory=dict)  # unit -> "active enabled"
     driver: str = ""  # the loaded driver's version, as nvidia-smi reports it
     kernel: str = ""
+    arch: str = ""  # uname -m: which platform's wheels its venvs hold
     gpus: list[str] = field(default_factory=list)  # GPU UUIDs, as `nvidia-smi -L` lists them
     machine: str = ""  # the board's DMI product UUID: survives a re-image, unlike host keys and machine-id
     modified: list[str] = field(default_factory=list)  # dpkg --verify lines
@@ -76,7 +78,8 @@ def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], reha
         f"echo '{MARK}packages'; dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}}\\n'",
         f"echo '{MARK}holds'; apt-mark showhold 2>/dev/null",
         f"echo '{MARK}venvs'; for v in {venvs} /opt/sovinfra/engines/*; do "
-        f'for d in "$v"/lib/python3*/site-packages/*.dist-info; do [ -d "$d" ] && echo "$v ${{d##*/}}"; '
+        f'for d in "$v"/lib/python3*/site-packages/*.dist-info; do p="${{d%/site-packages/*}}"; '
+        f'[ -d "$d" ] && echo "$v ${{d##*/}} ${{p##*/python}}"; '
         "done; done",
         f'echo \'{MARK}files\'; for f in {" ".join(MANAGED_FILES)}; do [ -f "$f" ] && sha256sum "$f"; done',
         f"echo '{MARK}units'; systemctl list-unit-files --no-legend --plain {' '.join(UNITS)} 2>/dev/null"
@@ -84,6 +87,7 @@ def state_command(venv_paths: list[str], cache_dir: str, verify: list[str], reha
         f"echo '{MARK}driver'; nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null"
         " | head -n 1",
         f"echo '{MARK}kernel'; uname -r",
+        f"echo '{MARK}arch'; uname -m",
         f"echo '{MARK}gpus'; nvidia-smi -L 2>/dev/null",
         # The board's DMI uuid; a container's board is its manager's uuid for it (PID 1's container_uuid).
         f"echo '{MARK}machine'; cat /sys/class/dmi/id/product_uuid 2>/dev/null || "
@@ -113,9 +117,11 @@ def parse(lines: list[str]) -> HostState:
             state.packages[words[1].split(":")[0]] = words[2]
         elif section == "holds":
             state.holds.append(words[0])
-        elif section == "venvs" and len(words) == 2 and words[1].endswith(".dist-info"):
+        elif section == "venvs" and len(words) in (2, 3) and words[1].endswith(".dist-info"):
             name, _, version = words[1][: -len(".dist-info")].rpartition("-")
             state.venvs.setdefault(words[0], {})[name.lower().replace("_", "-")] = version
+            if len(words) == 3:
+                state.venv_pythons[words[0]] = words[2]
         elif section == "files" and len(words) == 2 and words[1] != LOCK_PINS:
             state.files[words[1]] = words[0]
         elif section == "units" and len(words) >= 3 and words[2] in STEADY:
@@ -124,6 +130,8 @@ def parse(lines: list[str]) -> HostState:
             state.driver = words[0]
         elif section == "kernel":
             state.kernel = words[0]
+        elif section == "arch":
+            state.arch = words[0]
         elif section == "machine":
             state.machine = words[0].lower()
         elif section == "gpus" and "(UUID: " in line:

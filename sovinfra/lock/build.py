@@ -184,12 +184,27 @@ def snapshot_debs(store: Path, snapshot: str) -> dict[tuple[str, str], str]:
     return found
 
 
-def wheel_hashes(store: Path) -> dict[tuple[str, str], str]:
-    found = {}
+def wheel_hashes(store: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """{(project, version): {wheel file: sha256}}: a wheelhouse holds one file per Python and platform."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
     for name, sha in wheels.listing(store).items():
         parts = name.split("-")
-        found[(wheels.normalize(parts[0]), parts[1])] = sha
+        found.setdefault((wheels.normalize(parts[0]), parts[1]), {})[name] = sha
     return found
+
+
+def wheel_for(files: dict[str, str], python: str, arch: str) -> str:
+    """The sha256 of the file a venv of Python `python` ("3.11") on `arch` ("x86_64") installs: a pure one,
+    else one built for that CPython (or its stable ABI) on that architecture; "" when none fits."""
+    cp = "cp" + python.replace(".", "")
+    for name in sorted(files):
+        py, abi, platform = name[: -len(".whl")].split("-")[-3:]
+        tags = set(py.split("."))
+        pure = platform == "any" and bool(tags & {"py3", "py2", f"py{python.split('.')[0]}", cp})
+        built = cp in tags and abi in (cp, "abi3", "none") and (not arch or platform.endswith(arch))
+        if pure or built or (not python and len(files) == 1):
+            return files[name]
+    return ""
 
 
 def _same_everywhere(
@@ -242,7 +257,14 @@ def resolve(
             "nvidia": nvidia,
             "venvs": {
                 v: {
-                    d: {"version": ver, "sha256": hashes.get((wheels.normalize(d), ver), "")}
+                    d: {
+                        "version": ver,
+                        "sha256": wheel_for(
+                            hashes.get((wheels.normalize(d), ver), {}),
+                            reads[hosts[0]].venv_pythons.get(v, ""),
+                            reads[hosts[0]].arch,
+                        ),
+                    }
                     for d, ver in dists.items()
                 }
                 for v, dists in venvs.items()

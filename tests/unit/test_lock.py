@@ -348,3 +348,42 @@ def test_service_images_are_locked_by_digest_and_must_be_in_the_store(tmp_path: 
         build.image_pins(inv, "gpu1", {i.reference for i in images.records(store)})
     images.add(store, str(tmp_path / "a.tar"), "docker.io/site/vllm:v1", lambda _m: None)
     assert build.image_pins(inv, "gpu1", {i.reference for i in images.records(store)}) == [pin]
+
+
+WHEELS = {
+    "pydantic_core-2.50.5-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl": "a" * 64,
+    "pydantic_core-2.50.5-cp313-cp313-manylinux2014_x86_64.manylinux_2_17_x86_64.whl": "b" * 64,
+    "pydantic_core-2.50.5-cp311-cp311-manylinux2014_aarch64.manylinux_2_17_aarch64.whl": "c" * 64,
+}
+
+
+@pytest.mark.parametrize(
+    ("python", "arch", "sha"),
+    [
+        ("3.11", "x86_64", "a" * 64),
+        ("3.13", "x86_64", "b" * 64),
+        ("3.11", "aarch64", "c" * 64),
+        ("3.12", "x86_64", ""),
+    ],
+)
+def test_a_venv_is_locked_to_the_wheel_its_python_and_platform_install(
+    python: str, arch: str, sha: str
+) -> None:
+    """A wheelhouse holds a file per node Python and architecture: the lock takes the one pip installs in
+    that venv, or none (never another Python's, which pip's hash check would refuse)."""
+    assert build.wheel_for(WHEELS, python, arch) == sha
+    pure = {"click-8.1.7-py3-none-any.whl": "d" * 64}
+    assert build.wheel_for(pure, python, arch) == "d" * 64
+
+
+def test_the_host_read_names_each_venvs_python_and_the_architecture() -> None:
+    lines = [
+        f"{state.MARK}venvs",
+        "/opt/sovinfra/engines/llama_cpp-0.3.16 pydantic_core-2.50.5.dist-info 3.13",
+        "/opt/sovinfra/venv click-8.1.7.dist-info",  # a read from before pythons were named
+        f"{state.MARK}arch",
+        "x86_64",
+    ]
+    read = state.parse(lines)
+    assert read.venvs["/opt/sovinfra/engines/llama_cpp-0.3.16"] == {"pydantic-core": "2.50.5"}
+    assert read.venv_pythons == {"/opt/sovinfra/engines/llama_cpp-0.3.16": "3.13"} and read.arch == "x86_64"

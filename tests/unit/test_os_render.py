@@ -266,3 +266,28 @@ def test_preflight_holds_the_hosts_release_against_the_snapshots(
         assert (
             "Debian 13.8 (trixie): the site package snapshot 20261203T000000Z holds bookworm only" in message
         )
+
+
+@pytest.mark.parametrize(
+    ("live", "stale"),
+    [
+        ({}, False),
+        ({"os_version": "12"}, True),  # re-imaged onto Debian 12 since its Debian 13 facts were cached
+        ({"kernel": "6.12.99+deb13-amd64"}, True),  # booted into another kernel
+        ({"arch": "aarch64"}, True),
+    ],
+)
+def test_preflight_gathers_facts_again_when_the_host_changed(live: dict[str, str], stale: bool) -> None:
+    """Cached facts (ansible.cfg) of a host re-imaged, moved to another release or kernel are refreshed
+    before anything is judged or installed by them; a host as cached is not asked again."""
+    facts = FACTS["debian13-x86_64"]
+    task = next(t for t in load(ROLES / "preflight" / "tasks" / "main.yml") if "ansible.builtin.setup" in t)
+    state = {"os_version": "13", "kernel": facts["kernel"], "arch": facts["architecture"], **live}
+    verdict = templar(facts, {"__preflight_state": state}).template(trusted("{{ " + task["when"] + " }}"))
+    assert verdict is stale
+    first_judgement = next(
+        i
+        for i, t in enumerate(load(ROLES / "preflight" / "tasks" / "main.yml"))
+        if "ansible.builtin.assert" in t
+    )
+    assert load(ROLES / "preflight" / "tasks" / "main.yml").index(task) < first_judgement
