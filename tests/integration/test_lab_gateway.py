@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from sovinfra.cli import cli
 from sovinfra.lab import manager
 from sovinfra.lab import model as lab_model
+from tests import openai_http
 
 pytestmark = pytest.mark.lab
 
@@ -35,15 +36,7 @@ def key(lab_inventory: str, converged: dict) -> str:
 
 
 def call(path: str, key: str | None, body: dict | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(GATEWAY + path, data=json.dumps(body).encode() if body else None)
-    request.add_header("Content-Type", "application/json")
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return openai_http.call(GATEWAY + path, key, body, timeout)
 
 
 def complete(key: str, max_tokens: int = 8) -> int:

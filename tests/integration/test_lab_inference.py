@@ -22,6 +22,7 @@ from sovinfra.cli.mirror import default_store
 from sovinfra.lab import model as lab_model
 from sovinfra.mirror import publish
 from sovinfra.mirror.store import Store
+from tests import openai_http
 
 pytestmark = pytest.mark.lab
 NODES = {"gpu1": "10.213.7.11", "gpu2": "10.213.7.12"}
@@ -39,16 +40,7 @@ def host(inventory: str, name: str) -> testinfra.host.Host:
 
 
 def get(url: str, key: str | None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:  # refused or timed out: down
-        return 0, b""
+    return openai_http.call(url, key, timeout=timeout)
 
 
 def stream(address: str, key: str, max_tokens: int) -> list[str]:
