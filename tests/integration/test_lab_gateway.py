@@ -87,7 +87,7 @@ def test_one_base_url_lists_routes_and_refuses_at_the_edge(key: str) -> None:
 
 
 def test_it_streams_as_the_engine_generates(key: str) -> None:
-    body = json.dumps({"model": "tiny", "prompt": "the rack", "max_tokens": 48, "stream": True}).encode()
+    body = json.dumps({"model": "tiny", "prompt": "the rack", "max_tokens": 64, "stream": True}).encode()
     request = urllib.request.Request(GATEWAY + "/v1/completions", data=body)
     request.add_header("Authorization", f"Bearer {key}")
     request.add_header("Content-Type", "application/json")
@@ -97,8 +97,9 @@ def test_it_streams_as_the_engine_generates(key: str) -> None:
         for line in response:
             if line.startswith(b"data: {"):
                 arrivals.append(time.monotonic() - start)
-    # Chunks arrive spread over the generation, not in one buffered block at its end.
-    assert len(arrivals) >= 10 and arrivals[-1] - arrivals[0] > 0.05, arrivals
+    # Chunks arrive spread over the generation (the lab's tiny model makes a token in about 0.6 ms), not
+    # in one buffered block at its end (which reads back in microseconds).
+    assert len(arrivals) >= 10 and arrivals[-1] - arrivals[0] > 0.01, arrivals
 
 
 def test_a_failed_replica_is_taken_out_and_put_back(key: str, lab_inventory: str) -> None:
