@@ -310,7 +310,9 @@ def test_a_service_no_longer_declared_is_stopped_and_removed(lab_inventory: str,
         f"{snapshot} && echo w > {model}/blobs/e1 && ln -s ../../blobs/e1 {snapshot}/model.gguf && "
         "systemctl daemon-reload"
     )
-    kept = gpu1.check_output("ls -d /opt/sovinfra/engines/*/ /var/lib/sovinfra/hf-cache/models--*")
+    # What the lab's service declares: its engine venv and its model's folder.
+    declared = "/var/lib/sovinfra/hf-cache/models--" + lab_model.REPO.replace("/", "--")
+    kept = gpu1.check_output(f"ls -d /opt/sovinfra/engines/*/ {declared}")
     gpu1.check_output(f"{make} && systemctl enable --now {old}")
     since = gpu1.check_output(f"systemctl show -p ActiveEnterTimestamp {UNIT}")
     try:
@@ -322,7 +324,10 @@ def test_a_service_no_longer_declared_is_stopped_and_removed(lab_inventory: str,
         (listed,) = [
             c["msg"] for c in planned["changes"] if "Remove engine venvs and cached models" in c["task"]
         ]
-        assert listed == f"changed: {venv}, {model}"  # the dry run says what would go, and only that
+        gone = listed.removeprefix("changed: ").split(", ")
+        # The dry run names what would go: the planted venv and model (and any revision of the lab model a
+        # test left), never the declared venv or the declared model's folder.
+        assert {venv, model} <= set(gone) and not set(gone) & {k.rstrip("/") for k in kept.split()}, gone
         assert gpu1.service(old).is_running and all(
             gpu1.file(f).exists for f in files
         )  # check mode: untouched

@@ -70,6 +70,7 @@ def render(table: list[dict]) -> str:
 def test_the_configuration_routes_checks_and_lists() -> None:
     cfg = render(routes(SERVICES))
     assert "    bind 10.0.0.10:4000\n" in cfg  # the site address only
+    assert "\n    option http-no-delay\n" in cfg.split("\nfrontend")[0]  # streams are not gathered
     assert "    bind 10.0.0.10:8405\n    http-request use-service prometheus-exporter" in cfg
     backends = dict(re.findall(r"^backend (\S+)\n((?:    .*\n?)*)", cfg, re.M))
     assert set(backends) == {"model_org_Big_Model", "model_tiny"}

@@ -18,7 +18,7 @@ DOCUMENTATION = """
 _MAX_MSG = 2000
 
 
-def _message(result):
+def _message(result, status):
     res = result._result
     if res.get("_ansible_no_log"):
         return "(output hidden: no_log)"
@@ -31,13 +31,13 @@ def _message(result):
             label = item.get("_ansible_item_label", item.get("item"))
             msg = f"{msg}: {label}: {detail}" if detail else msg
             break
-    # A loop that changed some items (what a check run would remove, say): name them.
+    # A loop that changed some items and failed none (what a check run would remove, say): name them.
     changed = [
         str(item.get("_ansible_item_label", item.get("item")))
         for item in res.get("results") or []
         if isinstance(item, dict) and item.get("changed") and not item.get("_ansible_no_log")
     ]
-    if changed and not res.get("failed"):
+    if status == "changed" and changed:
         msg = "changed: " + ", ".join(changed)
     if not isinstance(msg, str):
         msg = json.dumps(msg, default=str)
@@ -74,7 +74,7 @@ class CallbackModule(CallbackBase):
             host=result._host.get_name(),
             task=result._task.get_name(),
             action=result._task.action,
-            msg=_message(result) if status != "skipped" else "",
+            msg=_message(result, status) if status != "skipped" else "",
             **extra,
         )
 
