@@ -67,12 +67,21 @@ def vault_lib(password_file: str | None) -> object | None:
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @limit_option
 @vault_password_option
+@click.option(
+    "--site-endpoint",
+    is_flag=True,
+    help="also the site endpoint (group inference_gateway) for each model the nodes serve",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def load(
-    inventory_path: str | None, limit: str | None, vault_password_file: str | None, as_json: bool
+    inventory_path: str | None,
+    limit: str | None,
+    vault_password_file: str | None,
+    site_endpoint: bool,
+    as_json: bool,
 ) -> None:
     """Load-test every inference endpoint the inventory declares against its SLOs; non-zero on any miss:
-    each node's services, then the site endpoint (group inference_gateway) for each model they serve.
+    each node's services, and with --site-endpoint the site endpoint for each model they serve.
 
     One endpoint at a time, so one endpoint's load never shows up as another's latency.
     """
@@ -93,7 +102,7 @@ def load(
     defaults = targets.role_defaults(roles)
     vault = vault_lib(site.vault_password_file(vault_password_file, path))
     found = targets.collect(inv, sorted(nodes & set(chosen)), defaults, vault)
-    if gateways & set(chosen):
+    if site_endpoint and gateways & set(chosen):
         # A site endpoint routes to every replica of a model: it is tested with what all nodes serve.
         every = found if not limit else targets.collect(inv, sorted(nodes), defaults, vault)
         bases = {
