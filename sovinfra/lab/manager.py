@@ -121,6 +121,7 @@ def up(
         host_key = hosts.prepare(plan, net.prefixlen, client_key)
         known_hosts.append(f"{plan.address} {host_key}")
         if entry and processes.alive(entry.pid, plan.machine):
+            entry.groups = list(plan.groups)  # a lab from an older checkout gets today's groups
             continue
         pid = hosts.start(plan, bases[plan.release])
         current.hosts[plan.name] = state.HostState(
