@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -121,8 +120,13 @@ def test_verify_load_targets_the_site_endpoint_once_per_model() -> None:
 
 
 def test_the_lab_mirror_host_is_the_site_endpoint() -> None:
+    """The lab's inventory puts its mirror host in group inference_gateway (and only it)."""
     from sovinfra.lab import config
+    from sovinfra.lab import inventory as lab_inventory
+    from sovinfra.lab.state import HostState, LabState
 
-    (mirror,) = [p for p in config.plan_hosts(2) if "inference_gateway" in p.groups]
-    assert mirror.name == "mirror1"
-    assert Path(ROLE / "tasks" / "main.yml").is_file()
+    state = LabState()
+    for p in config.plan_hosts(2):
+        state.hosts[p.name] = HostState(p.name, p.address, list(p.groups), 1)
+    groups = lab_inventory.hosts_document(state)["all"]["children"]
+    assert list(groups["inference_gateway"]["hosts"]) == ["mirror1"]
