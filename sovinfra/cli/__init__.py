@@ -26,6 +26,7 @@ COMMANDS = {
     "lock": "sovinfra.cli.lock:lock",
     "drift": "sovinfra.cli.drift:drift",
     "rebuild": "sovinfra.cli.rebuild:rebuild",
+    "upgrade": "sovinfra.cli.upgrade:upgrade",
     "acceptance": "sovinfra.cli.acceptance:acceptance",
 }
 

@@ -16,7 +16,7 @@ from sovinfra.errors import UserError
 from sovinfra.inventory import site
 
 
-def _playbook_path(name: str) -> Path:
+def playbook_path(name: str) -> Path:
     candidate = Path(name)
     if candidate.is_file():
         return candidate.resolve()
@@ -28,7 +28,7 @@ def _playbook_path(name: str) -> Path:
     raise UserError(f"playbook {name!r} not found (known: {known})")
 
 
-def _check_lock(inv: Any, limit: str | None) -> None:
+def check_lock(inv: Any, limit: str | None) -> None:
     """A lock beside the inventory must read, cover every host and name only what the mirror holds."""
     from sovinfra.inventory import model
     from sovinfra.lock import build, gate, schema
@@ -123,8 +123,8 @@ def apply(
     if no_lock:
         extra["site_lock_file"] = ""
     else:
-        _check_lock(inv, limit)
-    run = runner.PlaybookRun(_playbook_path(playbook), path, limit, tags, check, diff, extra_vars=extra)
+        check_lock(inv, limit)
+    run = runner.PlaybookRun(playbook_path(playbook), path, limit, tags, check, diff, extra_vars=extra)
     if skip_tags:
         run.extra_args += ["--skip-tags", skip_tags]
     vault = site.vault_password_file(vault_password_file, path)
