@@ -38,9 +38,16 @@ def series_of(textfile: str, instance: str, values: str) -> list[dict[str, str]]
     return out
 
 
+def annotations(name: str, labels: dict[str, str]) -> dict[str, str]:
+    """The rule's annotations as Prometheus expands them for these labels (promtool compares them)."""
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    fill = lambda text: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], text)  # noqa: E731
+    return {k: fill(v) for k, v in rules[name]["annotations"].items()}
+
+
 def test_the_rules_are_valid(promtool: str) -> None:
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert done.returncode == 0 and "SUCCESS: 9 rules found" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "SUCCESS: 12 rules found" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) -> None:
@@ -79,13 +86,6 @@ def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) 
         ],
     ]
 
-    rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
-
-    def annotations(name: str, labels: dict[str, str]) -> dict[str, str]:
-        """The rule's annotations as Prometheus expands them for these labels (promtool compares them)."""
-        fill = lambda text: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], text)  # noqa: E731
-        return {k: fill(v) for k, v in rules[name]["annotations"].items()}
-
     def alerts(name: str, at: str, *labels: dict[str, str]) -> dict:
         expected = [{"exp_labels": lab, "exp_annotations": annotations(name, lab)} for lab in labels]
         return {"eval_time": at, "alertname": name, "exp_alerts": expected}
@@ -120,6 +120,58 @@ def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) 
         "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
     }
     test_file = tmp_path / "alerts_test.yml"
+    test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_site_endpoint_rules_fire_on_haproxy_series(promtool: str, tmp_path: Path) -> None:
+    """HAProxy's exporter series as the monitoring host scrapes them (job inference_gateway): a model whose
+    replicas all go, and one whose requests start failing at 10% at 60m (its neighbour stays clean)."""
+    gw = 'job="inference_gateway",instance="mirror1"'
+    series = [
+        {"series": f'haproxy_backend_active_servers{{{gw},proxy="model_big"}}', "values": "2x30 0x90"},
+        {"series": f'haproxy_backend_active_servers{{{gw},proxy="model_tiny"}}', "values": "2x120"},
+        {"series": f'haproxy_backend_active_servers{{{gw},proxy="metrics"}}', "values": "0x120"},
+        *[
+            {"series": f'haproxy_backend_http_requests_total{{{gw},proxy="{p}"}}', "values": "0+100x120"}
+            for p in ("model_tiny", "model_big")
+        ],
+        {
+            "series": f'haproxy_backend_http_responses_total{{{gw},proxy="model_tiny",code="5xx"}}',
+            "values": "0x60 10+10x60",
+        },
+        {
+            "series": f'haproxy_backend_http_responses_total{{{gw},proxy="model_big",code="5xx"}}',
+            "values": "0x120",
+        },
+    ]
+    page, ticket = "page", "ticket"
+
+    def firing(name: str, at: str, proxy: str | None = None, severity: str = page) -> dict:
+        labels: list[dict[str, str]] = (
+            [{"severity": severity, "instance": "mirror1", "proxy": proxy}] if proxy else []
+        )
+        if proxy and name == "ModelUnserved":
+            labels[0]["job"] = "inference_gateway"
+        expected = [{"exp_labels": lab, "exp_annotations": annotations(name, lab)} for lab in labels]
+        return {"eval_time": at, "alertname": name, "exp_alerts": expected}
+
+    cases = [
+        firing("ModelUnserved", "31m"),  # not yet: for 2m
+        firing("ModelUnserved", "40m", "model_big"),
+        # 10% errors from 60m: the 1h window passes 7.2% after ~43 min of them, the 6h window 3% after ~26.
+        firing("InferenceErrorBudgetBurn", "95m"),
+        firing("InferenceErrorBudgetBurn", "115m", "model_tiny"),
+        firing("InferenceErrorBudgetSlowBurn", "75m"),
+        firing("InferenceErrorBudgetSlowBurn", "100m", "model_tiny", ticket),
+    ]
+    doc = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+    test_file = tmp_path / "site_endpoint_test.yml"
     test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr

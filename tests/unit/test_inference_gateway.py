@@ -48,18 +48,27 @@ def test_replicas_of_a_model_must_share_its_key() -> None:
         routes(services)
 
 
-def render(table: list[dict]) -> str:
+PLAIN_VARS = (
+    "__inference_gateway_unauthorized",
+    "__inference_gateway_admin_socket",
+    "__inference_gateway_state_file",
+)
+
+
+def render(table: list[dict], **overrides: object) -> str:
+    """The role's haproxy.cfg for these routes (the role's defaults and plain vars, then `overrides`)."""
     variables = {
         **yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()),
         **{
             k: v
             for k, v in yaml.safe_load((ROLE / "vars" / "main.yml").read_text()).items()
-            if k == "__inference_gateway_unauthorized"
+            if k in PLAIN_VARS
         },
         "ansible_managed": "managed",
         "inference_gateway_listen": "10.0.0.10:4000",
         "inference_gateway_metrics_listen": "10.0.0.10:8405",
         "__inference_gateway_routes": table,
+        **overrides,
     }
     return Templar(loader=DataLoader(), variables=variables).template(
         trusted((ROLE / "templates" / "haproxy.cfg.j2").read_text())
@@ -70,6 +79,12 @@ def test_the_configuration_routes_checks_and_lists() -> None:
     cfg = render(routes(SERVICES))
     assert "    bind 10.0.0.10:4000\n" in cfg  # the site address only
     assert "\n    option http-no-delay\n" in cfg.split("\nfrontend")[0]  # streams are not gathered
+    # Drain state survives reloads; a refused connection is retried on another replica.
+    assert (
+        "server-state-file /var/lib/haproxy/server-state" in cfg
+        and "load-server-state-from-file global" in cfg
+    )
+    assert "option redispatch 1" in cfg and "stats socket /run/haproxy/admin.sock " in cfg
     assert "    bind 10.0.0.10:8405\n    http-request use-service prometheus-exporter" in cfg
     backends = dict(re.findall(r"^backend (\S+)\n((?:    .*\n?)*)", cfg, re.M))
     assert set(backends) == {"model_org_Big_Model", "model_tiny"}
