@@ -11,7 +11,7 @@ import click
 from sovinfra import paths
 from sovinfra.ansible import events, runner
 from sovinfra.ansible import strategy as strategies
-from sovinfra.cli.options import limit_option, vault_password_option
+from sovinfra.cli.options import extra_vars_option, limit_option, strategy_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 
@@ -82,24 +82,12 @@ def _print_recap(result: runner.RunResult) -> None:
 @click.option("--skip-tags", help="all but these tags (e.g. gpu_nodes)")
 @click.option("--check", is_flag=True, help="report what would change, change nothing")
 @click.option("--diff", is_flag=True, help="show file differences")
-@click.option(
-    "-e",
-    "--extra-vars",
-    multiple=True,
-    help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
-)
+@extra_vars_option
 @vault_password_option
 @click.option(
     "--no-lock", is_flag=True, help="ignore the inventory's sovinfra.lock (to add a new kind of host)"
 )
-@click.option(
-    "--strategy",
-    "strategy_name",
-    type=click.Choice(strategies.CHOICES),
-    default=strategies.DEFAULT,
-    show_default=True,
-    help="mitogen: one Python per host for the whole run; linear: Ansible's own, one per task",
-)
+@strategy_option
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,

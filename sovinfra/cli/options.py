@@ -25,3 +25,26 @@ def limit_option(fn: F) -> F:
         "--limit",
         help="only these hosts: an Ansible pattern (a,b  gpu_nodes:!rack_b  g1:&g2  gpu-*  ~regex)",
     )(fn)
+
+
+def extra_vars_option(fn: F) -> F:
+    """-e on every verb that runs a playbook; checked like the inventory, passed in a 0600 file."""
+    return click.option(
+        "-e",
+        "--extra-vars",
+        multiple=True,
+        help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
+    )(fn)
+
+
+def strategy_option(fn: F) -> F:
+    from sovinfra.ansible import strategy as strategies
+
+    return click.option(
+        "--strategy",
+        "strategy_name",
+        type=click.Choice(strategies.CHOICES),
+        default=strategies.DEFAULT,
+        show_default=True,
+        help="mitogen: one Python per host for the whole run; linear: Ansible's own, one per task",
+    )(fn)

@@ -17,7 +17,7 @@ import click
 from sovinfra.ansible import runner
 from sovinfra.ansible import strategy as strategies
 from sovinfra.cli.apply import Progress, check_lock, playbook_path
-from sovinfra.cli.options import limit_option, vault_password_option
+from sovinfra.cli.options import extra_vars_option, limit_option, strategy_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.fleet import rollout
 from sovinfra.inventory import site
@@ -56,21 +56,9 @@ def _run(
 @limit_option
 @click.option("--check", is_flag=True, help="say what each batch would change; drain and change nothing")
 @click.option("--allow-unhealthy", is_flag=True, help="upgrade even though a node is unhealthy now")
-@click.option(
-    "-e",
-    "--extra-vars",
-    multiple=True,
-    help="KEY=VALUE, a JSON/YAML mapping or @FILE (checked like the inventory)",
-)
+@extra_vars_option
 @vault_password_option
-@click.option(
-    "--strategy",
-    "strategy_name",
-    type=click.Choice(strategies.CHOICES),
-    default=strategies.DEFAULT,
-    show_default=True,
-    help="as for apply",
-)
+@strategy_option
 @click.option("--json", "as_json", is_flag=True, help="print the plan and each host's outcome")
 def upgrade(
     inventory_path: str | None,

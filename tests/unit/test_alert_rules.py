@@ -45,6 +45,19 @@ def annotations(name: str, labels: dict[str, str]) -> dict[str, str]:
     return {k: fill(v) for k, v in rules[name]["annotations"].items()}
 
 
+def promtool_test(promtool: str, tmp_path: Path, series: list[dict], cases: list[dict]) -> None:
+    """promtool's own rule unit test: these input series (1 m apart), these alerts at these times."""
+    doc = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
 def test_the_rules_are_valid(promtool: str) -> None:
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert done.returncode == 0 and "SUCCESS: 12 rules found" in done.stdout, done.stdout + done.stderr
@@ -114,15 +127,7 @@ def test_the_rules_fire_on_what_the_agent_writes(promtool: str, tmp_path: Path) 
         alerts("AcceptanceFailed", "5m"),
         alerts("AcceptanceFailed", "20m", {**ticket, "instance": "control"}),
     ]
-    doc = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
-    }
-    test_file = tmp_path / "alerts_test.yml"
-    test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    promtool_test(promtool, tmp_path, series, cases)
 
 
 def test_the_site_endpoint_rules_fire_on_haproxy_series(promtool: str, tmp_path: Path) -> None:
@@ -166,12 +171,4 @@ def test_the_site_endpoint_rules_fire_on_haproxy_series(promtool: str, tmp_path:
         firing("InferenceErrorBudgetSlowBurn", "75m"),
         firing("InferenceErrorBudgetSlowBurn", "100m", "model_tiny", ticket),
     ]
-    doc = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
-    }
-    test_file = tmp_path / "site_endpoint_test.yml"
-    test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    done = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    promtool_test(promtool, tmp_path, series, cases)

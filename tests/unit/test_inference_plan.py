@@ -134,6 +134,19 @@ def test_readiness_judges_the_model_list() -> None:
     assert "OpenAI model list" in str(ready.models_problem(200, b"<html>", "tiny"))
 
 
+def test_the_probe_judges_a_completion() -> None:
+    done = b'{"choices": [{"text": " hi"}], "usage": {"completion_tokens": 4}}'
+    assert ready.completion_problem(200, done) is None
+    assert ready.completion_problem(200, b'{"choices": [{"text": "x"}]}') is None  # no usage: the text counts
+    assert "answered 503: loading" in str(ready.completion_problem(503, b"loading"))
+    assert "without generating" in str(
+        ready.completion_problem(200, b'{"choices": [{"text": ""}], "usage": {}}')
+    )
+    zero = b'{"choices": [{"text": ""}], "usage": {"completion_tokens": 0}}'
+    assert "without generating" in str(ready.completion_problem(200, zero))
+    assert "OpenAI completion" in str(ready.completion_problem(200, b'{"choices": []}'))
+
+
 def test_tiny_gguf_is_well_formed() -> None:
     data = tiny_gguf.model_bytes("t", seed=1)
     magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", data)
