@@ -3,7 +3,8 @@ on loopback, two replicas (small HTTP servers), the project's Ansible module run
 
 - drained: no new request reaches it, a request running on it finishes, it stays out through a reload;
 - ready: it comes back only once its health check passes (a dead replica stays out, the call fails);
-- check mode says what would change and changes nothing.
+- check mode says what would change and changes nothing;
+- no HAProxy running: a failure, unless told it is nothing to change (a gateway not converged yet).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ GATEWAY: list[Gateway] = []
 
 def module(state: str, server: str, check: bool = False, **args: object) -> dict:
     """The module through ansible, on this host (the gateway)."""
-    gw = GATEWAY[0]
-    params = {"state": state, "socket": gw.socket, "state_file": gw.state_file, **args}
+    gw = GATEWAY[0] if GATEWAY else None
+    params = {"state": state, **({"socket": gw.socket, "state_file": gw.state_file} if gw else {}), **args}
     if server:
         params["server"] = server
     argv = ["ansible", "localhost", "-c", "local", "-m", "sovinfra_haproxy_server", "-a", json.dumps(params),
@@ -202,3 +203,12 @@ def test_a_replica_returns_only_once_its_health_check_passes(gateway: Gateway) -
     returned = module("ready", "gpu1", up_timeout=15)
     assert returned["changed"] and returned["backends"] == {"model_tiny": "up"}, returned
     assert spread(20) == {"gpu1", "gpu2"}
+
+
+def test_no_haproxy_is_a_failure_unless_absent_is_ok(tmp_path: Path) -> None:
+    GATEWAY.clear()
+    nowhere = str(tmp_path / "admin.sock")
+    failed = module("drained", "gpu1", socket=nowhere)
+    assert failed["failed"] and "cannot talk to HAProxy" in failed["msg"], failed
+    quiet = module("drained", "gpu1", socket=nowhere, absent_ok=True)
+    assert not quiet["failed"] and quiet["changed"] is False and "not answering" in quiet["msg"], quiet

@@ -25,6 +25,10 @@ options:
   state_file: {description: Where HAProxy's server-state-file is (empty, none), default: "", type: path}
   drain_timeout: {description: Seconds running requests get to finish, default: 300, type: int}
   up_timeout: {description: Seconds a returned server gets to pass its health check, default: 60, type: int}
+  absent_ok:
+    description: HAProxy not running (no socket, nobody listening) is nothing to change, not a failure
+    default: false
+    type: bool
 """
 
 import os
@@ -152,6 +156,7 @@ def main():
             "state_file": {"type": "path", "default": ""},
             "drain_timeout": {"type": "int", "default": 300},
             "up_timeout": {"type": "int", "default": 60},
+            "absent_ok": {"type": "bool", "default": False},
         },
         required_if=[("state", s, ["server"]) for s in ("drained", "ready", "read")],
         supports_check_mode=True,
@@ -170,7 +175,8 @@ def main():
     try:
         found = servers(runtime.ask("show servers state"), name)
     except OSError as exc:
-        if module.check_mode:  # a gateway not converged yet: nothing drained there
+        absent = isinstance(exc, (FileNotFoundError, ConnectionRefusedError))
+        if module.check_mode or (absent and p["absent_ok"]):  # a gateway not converged yet: nothing there
             module.exit_json(changed=False, backends={}, msg=f"{p['socket']}: HAProxy not answering: {exc}")
         module.fail_json(msg=f"{p['socket']}: cannot talk to HAProxy: {exc}")
     before = {be: label(admin, op) for be, admin, op, _ in found}
