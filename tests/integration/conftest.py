@@ -96,22 +96,35 @@ def converged(lab_inventory: str, fresh_check: dict) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def gpus_restored(lab: LabState) -> Iterator[None]:
-    """Whatever GPUs the nodes had before the test, they have again after it."""
+def gpu_profile(host: str) -> str:
+    """A lab node's simulated GPUs as they are now (the profile file, base64), for put_gpu_profile."""
     import subprocess
 
     from sovinfra.lab import config
 
     read = f"base64 -w0 {config.GPU_PROFILE}"
-    before = {
-        name: subprocess.run([*manager.ssh_argv(name), read], capture_output=True, text=True, check=True)
-        for name in ("gpu1", "gpu2")
-    }
+    return subprocess.run(
+        [*manager.ssh_argv(host), read], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def put_gpu_profile(host: str, profile: str) -> None:
+    import subprocess
+
+    from sovinfra.lab import config
+
+    subprocess.run(
+        [*manager.ssh_argv(host), f"echo {profile} | base64 -d > {config.GPU_PROFILE}"], check=True
+    )
+
+
+@pytest.fixture
+def gpus_restored(lab: LabState) -> Iterator[None]:
+    """Whatever GPUs the nodes had before the test, they have again after it."""
+    before = {name: gpu_profile(name) for name in ("gpu1", "gpu2")}
     yield
     for name, profile in before.items():
-        write = f"echo {profile.stdout} | base64 -d > {config.GPU_PROFILE}"
-        subprocess.run([*manager.ssh_argv(name), write], check=True)
+        put_gpu_profile(name, profile)
 
 
 def set_gpu(host: str, profile: str) -> None:

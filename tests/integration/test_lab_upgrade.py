@@ -26,7 +26,7 @@ from sovinfra.cli import cli
 from sovinfra.lab import model as lab_model
 from sovinfra.lab import nvidia_repo
 from tests import openai_http
-from tests.integration.conftest import set_gpu
+from tests.integration.conftest import gpu_profile, put_gpu_profile, set_gpu
 from tests.integration.test_lab_gateway import GATEWAY, servers
 
 pytestmark = pytest.mark.lab
@@ -159,6 +159,7 @@ def test_a_failed_batch_stops_the_rollout_and_a_rerun_continues(
     key: str, lab_inventory: str, gpus_restored: None
 ) -> None:
     snapshot_for(lab_inventory)  # the lab's own pin (the old driver) and snapshot again
+    own = gpu_profile("gpu1")
     set_gpu("gpu1", "fault-xid-79")
     code, _, output = upgrade(lab_inventory)
     assert code == 2 and "gpu1" in output and "--allow-unhealthy" in output, output
@@ -178,7 +179,7 @@ def test_a_failed_batch_stops_the_rollout_and_a_rerun_continues(
     )
     assert status == 200, body  # ... and serving
 
-    set_gpu("gpu1", "healthy-4x-l40s")
+    put_gpu_profile("gpu1", own)  # repaired (its own GPUs again: the CDI spec names them)
     code, doc, output = upgrade(lab_inventory)
     assert code == 0, output
     assert [[r["host"] for r in b["hosts"]] for b in doc["batches"]] == [["gpu1"], ["gpu2"]]
