@@ -4,16 +4,19 @@ the site endpoint while it changes and back only once proven (playbooks/upgrade.
 Before anything runs: the batch size is checked against the nodes in scope, their health read (an
 unhealthy node is refused unless --allow-unhealthy), and a check run of the same playbook says which
 nodes would change. Only those are upgraded, plus any an earlier stop left out of the site endpoint: a
-re-run continues where the last one stopped.
+re-run continues where the last one stopped. Each rollout's plan and outcome is kept beside the inventory
+(`upgrades/<time>.json`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from sovinfra import atomic
 from sovinfra.ansible import runner
 from sovinfra.ansible import strategy as strategies
 from sovinfra.cli.apply import Progress, check_lock, playbook_path
@@ -117,9 +120,14 @@ def upgrade(
 
     run = runner.PlaybookRun(playbook, path, ",".join(sorted(changes)),
                              extra_vars={**extra, "upgrade_batch": size})  # fmt: skip
+    started = datetime.now(UTC)
     result = _run(run, vault, inv, strategy_name, quiet=as_json)
     doc["batches"] = rollout.outcome(plan, result.recap.as_dict())
     doc["ok"] = result.ok
+    doc["started"] = started.isoformat(timespec="seconds")
+    doc["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    record = inv.hosts_file.parent / "upgrades" / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    atomic.write_text(record, json.dumps(doc, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -127,6 +135,7 @@ def upgrade(
             for row in entry["hosts"]:
                 why = f": {row['task']}: {row['why']}" if row["result"] == "failed" else ""
                 click.echo(f"batch {entry['batch']}: {row['host']:<16} {row['result']}{why}")
+        click.echo(f"record: {record}")
     if not result.recap.complete and result.stderr.strip():
         click.echo(result.stderr.strip()[-3000:], err=True)
     if not result.ok:

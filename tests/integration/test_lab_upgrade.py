@@ -142,6 +142,8 @@ def test_a_rolling_driver_upgrade_fails_no_request(key: str, pinned_new: str) ->
         [("gpu1", "upgraded")],
         [("gpu2", "upgraded")],
     ]
+    records = list((Path(pinned_new) / "upgrades").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["batches"] == doc["batches"]
     failed = [r for r in client.results if not r[1]]
     assert len(client.results) >= 10 and not failed, (len(client.results), failed[:5])
     for name in NODES:
