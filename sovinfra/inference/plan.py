@@ -16,6 +16,8 @@ SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 ENGINES = ("llama_cpp", "vllm")
 # Where each engine answers readiness probes beyond /v1/models (llama-cpp-python's server has no /health).
 HEALTH_PATHS: dict[str, str | None] = {"llama_cpp": None, "vllm": "/health"}
+# Where each engine serves its own Prometheus metrics (llama-cpp-python's server serves none).
+METRICS_PATHS: dict[str, str | None] = {"llama_cpp": None, "vllm": "/metrics"}
 
 
 class PlanError(ValueError):
@@ -260,3 +262,20 @@ def plan(
             }
         )
     return out
+
+
+def metrics_jobs(hosts: dict[str, tuple[str, list[dict[str, Any]], str]]) -> list[dict[str, Any]]:
+    """{host: (address, inference_services, default engine)} -> one Prometheus scrape job per engine that
+    serves metrics (`inference_<engine>`, its path), each service a target labelled with host and service."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for host in sorted(hosts):
+        address, services, default_engine = hosts[host]
+        for svc in services or []:
+            engine = str(svc.get("engine") or default_engine)
+            path = METRICS_PATHS.get(engine)
+            if path:
+                job = jobs.setdefault(engine, {"job": f"inference_{engine}", "path": path, "targets": []})
+                job["targets"].append(
+                    {"target": f"{address}:{int(svc['port'])}", "host": host, "service": str(svc["name"])}
+                )
+    return [jobs[e] for e in sorted(jobs)]

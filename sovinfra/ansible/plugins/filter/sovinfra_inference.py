@@ -4,7 +4,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from sovinfra.inference.gateway import GatewayError, routes
-from sovinfra.inference.plan import PlanError, models, plan
+from sovinfra.inference.plan import PlanError, metrics_jobs, models, plan
 
 
 def inference_plan(services, settings, gpu_count, host_address):
@@ -14,11 +14,18 @@ def inference_plan(services, settings, gpu_count, host_address):
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def gateway_routes(services_by_host):
+def gateway_routes(inference_hosts):
+    """{host: [address, services, default engine]} (the site role's __site_inference_hosts) -> routes."""
     try:
-        return routes({str(h): (str(a), list(s or [])) for h, (a, s) in dict(services_by_host).items()})
+        return routes({str(h): (str(v[0]), list(v[1] or [])) for h, v in dict(inference_hosts).items()})
     except GatewayError as exc:
         raise AnsibleFilterError(str(exc)) from exc
+
+
+def engine_metrics(inference_hosts):
+    """{host: [address, services, default engine]} -> one scrape job per engine that serves metrics."""
+    hosts = dict(inference_hosts)
+    return metrics_jobs({str(h): (str(v[0]), list(v[1] or []), str(v[2])) for h, v in hosts.items()})
 
 
 class FilterModule:
@@ -27,4 +34,5 @@ class FilterModule:
             "sovinfra_inference_plan": inference_plan,
             "sovinfra_inference_models": models,
             "sovinfra_gateway_routes": gateway_routes,
+            "sovinfra_engine_metrics": engine_metrics,
         }
