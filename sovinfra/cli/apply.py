@@ -68,6 +68,20 @@ class Progress:
                 click.echo(f"   {event.get('host')}: {label:<11} {self.task}{msg}", err=True)
 
 
+def run_with_progress(
+    run: runner.PlaybookRun, vault: str | None, host_count: int, strategy_name: str, quiet: bool
+) -> tuple[runner.RunResult, strategies.Strategy]:
+    """A playbook run as the verbs run one: the vault password file, the chosen strategy (saying so when it
+    falls back), live progress unless quiet."""
+    if vault:
+        run.extra_args += ["--vault-password-file", vault]
+    strategy = strategies.for_run(strategy_name)
+    if strategy.notice:
+        click.echo(f"notice: running Ansible's linear strategy: {strategy.notice}", err=True)
+    result = runner.run_playbook(run, host_count, on_event=Progress(quiet=quiet), strategy=strategy)
+    return result, strategy
+
+
 def _print_recap(result: runner.RunResult) -> None:
     click.echo(f"{'HOST':<16} {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'UNREACH':>8} {'SKIPPED':>8}")
     for host, r in sorted(result.recap.hosts.items()):
@@ -116,12 +130,7 @@ def apply(
     if skip_tags:
         run.extra_args += ["--skip-tags", skip_tags]
     vault = site.vault_password_file(vault_password_file, path)
-    if vault:
-        run.extra_args += ["--vault-password-file", vault]
-    strategy = strategies.for_run(strategy_name)
-    if strategy.notice:
-        click.echo(f"notice: running Ansible's linear strategy: {strategy.notice}", err=True)
-    result = runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=as_json), strategy=strategy)
+    result, strategy = run_with_progress(run, vault, len(inv.hosts), strategy_name, quiet=as_json)
     if as_json:
         click.echo(
             json.dumps(

@@ -18,8 +18,7 @@ import click
 
 from sovinfra import atomic
 from sovinfra.ansible import runner
-from sovinfra.ansible import strategy as strategies
-from sovinfra.cli.apply import Progress, check_lock, playbook_path
+from sovinfra.cli.apply import check_lock, playbook_path, run_with_progress
 from sovinfra.cli.options import extra_vars_option, limit_option, strategy_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.fleet import rollout
@@ -34,23 +33,10 @@ def _refuse_unhealthy(inv: Any, hosts: list[str]) -> dict[str, str]:
 
     fleet = fleet_health.gather(read_all(inv, hosts, fleet_health.AgentReport))
     why: dict[str, str] = {}
-    for row in fleet.rows():
-        if row.host in fleet.failed_hosts and row.severity != "ok":
-            why.setdefault(row.host, f"{row.status}: {row.check} {row.message}".strip())
-        elif row.host in fleet.failed_hosts:
-            why.setdefault(row.host, f"{row.status}: {row.message}")
+    for row in fleet.rows():  # a failing host's worst finding first, or why it could not be read
+        if row.host in fleet.failed_hosts:
+            why.setdefault(row.host, f"{row.status}: " + " ".join(filter(None, [row.check, row.message])))
     return why
-
-
-def _run(
-    run: runner.PlaybookRun, vault: str | None, inv: Any, strategy_name: str, quiet: bool
-) -> runner.RunResult:
-    if vault:
-        run.extra_args += ["--vault-password-file", vault]
-    strategy = strategies.for_run(strategy_name)
-    if strategy.notice and not quiet:
-        click.echo(f"notice: running Ansible's linear strategy: {strategy.notice}", err=True)
-    return runner.run_playbook(run, len(inv.hosts), on_event=Progress(quiet=quiet), strategy=strategy)
 
 
 @click.command()
@@ -97,7 +83,7 @@ def upgrade(
     # Which nodes would change (one check run, every node at once); nothing is drained by it.
     probe = runner.PlaybookRun(playbook, path, ",".join(hosts), check=True,
                                extra_vars={**extra, "upgrade_batch": len(hosts)})  # fmt: skip
-    looked = _run(probe, vault, inv, strategy_name, quiet=True)
+    looked, _ = run_with_progress(probe, vault, len(inv.hosts), strategy_name, quiet=True)
     if not looked.ok:
         for f in looked.recap.failures:
             click.echo(f"failed: {f['host']}: {f['task']}: {f['msg']}", err=True)
@@ -121,7 +107,7 @@ def upgrade(
     run = runner.PlaybookRun(playbook, path, ",".join(sorted(changes)),
                              extra_vars={**extra, "upgrade_batch": size})  # fmt: skip
     started = datetime.now(UTC)
-    result = _run(run, vault, inv, strategy_name, quiet=as_json)
+    result, _ = run_with_progress(run, vault, len(inv.hosts), strategy_name, quiet=as_json)
     doc["batches"] = rollout.outcome(plan, result.recap.as_dict())
     doc["ok"] = result.ok
     doc["started"] = started.isoformat(timespec="seconds")

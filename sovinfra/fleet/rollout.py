@@ -52,9 +52,9 @@ def planned_changes(changes: list[dict[str, str]], hosts: list[str]) -> dict[str
 def outcome(plan: list[list[str]], recap: dict[str, Any]) -> list[dict[str, Any]]:
     """Each planned batch with each host's result: upgraded, failed (with the task and why), stopped
     (in the failed batch, left out of the site endpoint) or not reached (after the stop)."""
-    failures: dict[str, list[dict[str, str]]] = {}
+    failures: dict[str, dict[str, str]] = {}
     for f in recap["failures"]:
-        failures.setdefault(f["host"], []).append(f)
+        failures.setdefault(f["host"], f)  # the first: what stopped it
     stopped = False
     done = []
     for number, hosts in enumerate(plan, 1):
@@ -64,7 +64,7 @@ def outcome(plan: list[list[str]], recap: dict[str, Any]) -> list[dict[str, Any]
             if stopped or host not in recap["hosts"]:
                 rows.append({"host": host, "result": "not reached"})
             elif host in failures:
-                why = failures[host][0]
+                why = failures[host]
                 rows.append({"host": host, "result": "failed", "task": why["task"], "why": why["msg"]})
             elif failed:
                 rows.append({"host": host, "result": "stopped"})
