@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from sovinfra.cli.options import limit_option, vault_password_option
+from sovinfra.cli.options import limit_option, site_endpoint_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
 from sovinfra.inventory.model import select_hosts
@@ -76,6 +76,7 @@ def _summary_lines(summary: dict, records: list) -> list[str]:
 @click.option("--accept", "accept_run", is_flag=True, help="make the run the baseline when it does not fail")
 @click.option("--out", "out_dir", help="where the run directory goes (default: the inventory's runs)")
 @vault_password_option
+@site_endpoint_option
 @click.option("--json", "as_json", is_flag=True, help="print the run's summary as JSON")
 @click.pass_context
 def acceptance(
@@ -88,6 +89,7 @@ def acceptance(
     accept_run: bool,
     out_dir: str | None,
     vault_password_file: str | None,
+    site_endpoint: bool,
     as_json: bool,
 ) -> None:
     """Prove the site: facts, GPU health before and after, every endpoint swept; exit 1 unless it passes."""
@@ -104,11 +106,12 @@ def acceptance(
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
     gpu_hosts = select_hosts(inv, limit, within="gpu_nodes")
-    found = targets.collect(
+    found = targets.chosen(
         inv,
-        select_hosts(inv, limit, within="inference"),
-        targets.role_defaults(paths.project_root() / "roles"),
+        select_hosts(inv, limit),
+        paths.project_root() / "roles",
         vault_lib(site.vault_password_file(vault_password_file, path)),
+        site_endpoint,
     )
     if not gpu_hosts and not found:
         raise UserError(f"{path}: nothing to accept: no GPU node and no inference endpoint selected")

@@ -48,3 +48,13 @@ def strategy_option(fn: F) -> F:
         show_default=True,
         help="mitogen: one Python per host for the whole run; linear: Ansible's own, one per task",
     )(fn)
+
+
+def site_endpoint_option(fn: F) -> F:
+    """What clients use is tested by default: the site endpoint, beside each node's own services."""
+    return click.option(
+        "--site-endpoint/--no-site-endpoint",
+        default=True,
+        show_default=True,
+        help="also the site endpoint (group inference_gateway) for each model the nodes serve",
+    )(fn)

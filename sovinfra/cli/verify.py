@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 import click
 
-from sovinfra.cli.options import limit_option, vault_password_option
+from sovinfra.cli.options import limit_option, site_endpoint_option, vault_password_option
 from sovinfra.errors import UserError
 from sovinfra.inventory import site
-from sovinfra.inventory.model import host_vars, select_hosts
+from sovinfra.inventory.model import select_hosts
 
 
 @click.group()
@@ -67,11 +67,7 @@ def vault_lib(password_file: str | None) -> object | None:
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @limit_option
 @vault_password_option
-@click.option(
-    "--site-endpoint",
-    is_flag=True,
-    help="also the site endpoint (group inference_gateway) for each model the nodes serve",
-)
+@site_endpoint_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def load(
     inventory_path: str | None,
@@ -81,39 +77,22 @@ def load(
     as_json: bool,
 ) -> None:
     """Load-test every inference endpoint the inventory declares against its SLOs; non-zero on any miss:
-    each node's services, and with --site-endpoint the site endpoint for each model they serve.
+    each node's services, and the site endpoint (group inference_gateway) for each model they serve.
 
     One endpoint at a time, so one endpoint's load never shows up as another's latency.
     """
     from sovinfra import paths
-    from sovinfra.fleet import ssh_options
-    from sovinfra.inventory import defaults as role_defaults
     from sovinfra.loadtest import targets
     from sovinfra.loadtest.check import check
 
     path = site.resolve(inventory_path)
     inv, _ = site.load_checked(path)
     chosen = select_hosts(inv, limit)
-    nodes, gateways = inv.hosts_in("inference"), inv.hosts_in("inference_gateway")
-    outside = sorted(set(chosen) - nodes - gateways)
+    outside = sorted(set(chosen) - inv.hosts_in("inference") - inv.hosts_in("inference_gateway"))
     if limit and outside:
         raise UserError(f"--limit: not in group inference or inference_gateway: {', '.join(outside)}")
-    roles = paths.project_root() / "roles"
-    defaults = targets.role_defaults(roles)
     vault = vault_lib(site.vault_password_file(vault_password_file, path))
-    found = targets.collect(inv, sorted(nodes & set(chosen)), defaults, vault)
-    if site_endpoint and gateways & set(chosen):
-        # A site endpoint routes to every replica of a model: it is tested with what all nodes serve.
-        every = found if not limit else targets.collect(inv, sorted(nodes), defaults, vault)
-        bases = {
-            gw: (
-                f"http://{host_vars(inv, gw).get('ansible_host', gw)}:"
-                f"{int(role_defaults.setting(inv, roles, gw, 'site_inference_gateway_port'))}",
-                ssh_options.options(inv, gw).jump,
-            )
-            for gw in sorted(gateways & set(chosen))
-        }
-        found += targets.through_gateways(every, bases)
+    found = targets.chosen(inv, chosen, paths.project_root() / "roles", vault, site_endpoint)
     if not found:
         raise UserError(f"{path}: no inference endpoints: set inference_services on hosts of group inference")
 

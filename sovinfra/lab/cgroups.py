@@ -4,6 +4,11 @@ Container runtimes inside a lab host (runc) write cgroups too, and with cgroup v
 they would land in this machine's root hierarchies. So each host gets its own cgroup in every v1
 hierarchy (`nest`), which the host binds over its /sys/fs/cgroup/<controller> at boot (the unit
 `hosts.prepare` writes): everything its runtimes make stays under sovinfra-lab/<host>, removed with it.
+
+The lab as a whole also weighs less on the CPU than this machine's own processes (`CPU_SHARES`): the
+control node measures the lab (load clients time every token), and a client starved by the nodes it
+loads would charge its own lag to them. Weights only matter under contention; an idle control node
+leaves the lab every core.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from pathlib import Path
 from sovinfra.lab import config
 
 ROOT = Path("/sys/fs/cgroup")
-HIERARCHIES = ("memory", "systemd", "unified")  # where nspawn itself needs the host placed
+# Where the host's processes are placed: nspawn itself needs memory and systemd's own; cpu for the weight.
+HIERARCHIES = ("memory", "systemd", "unified", "cpu")
+# The lab's CPU weight against one process of this machine's (1024 on cgroup v1, 100 on v2): a load client
+# keeps about 4/5 of a core however busy the nodes are.
+CPU_SHARES = 256
+CPU_WEIGHT = 25
 
 
 def _hierarchies() -> list[Path]:
@@ -31,6 +41,19 @@ def _lab_roots() -> list[Path]:
     return [h / config.CGROUP_NAME for h in _hierarchies()]
 
 
+def _placed(hierarchy: Path) -> bool:
+    """Whether host processes join the lab's cgroup in this hierarchy (v1 names list their controllers:
+    cpu,cpuacct)."""
+    return hierarchy == ROOT or bool(set(hierarchy.name.split(",")) & set(HIERARCHIES))
+
+
+def _weigh(lab_root: Path) -> None:
+    """The lab's CPU weight, where this hierarchy has the cpu controller (v1 cpu.shares, v2 cpu.weight)."""
+    for name, value in (("cpu.shares", CPU_SHARES), ("cpu.weight", CPU_WEIGHT)):
+        if (lab_root / name).exists():
+            (lab_root / name).write_text(str(value))
+
+
 def nest(host: str) -> None:
     """The host's own cgroup in every hierarchy, cpuset's filled from its parent (an empty cpuset takes
     no process)."""
@@ -43,11 +66,12 @@ def nest(host: str) -> None:
                 if (group / name).exists() and not (group / name).read_text().strip():
                     (group / name).write_text((parent / name).read_text())
             parent = group
+        _weigh(hierarchy / config.CGROUP_NAME)
 
 
 def enter(host: str) -> None:
     """Move the calling process into the host's cgroups (runs in the child before exec)."""
-    for lab_root in (h / config.CGROUP_NAME for h in _hierarchies() if h == ROOT or h.name in HIERARCHIES):
+    for lab_root in (h / config.CGROUP_NAME for h in _hierarchies() if _placed(h)):
         group = lab_root / host
         group.mkdir(parents=True, exist_ok=True)
         (group / "cgroup.procs").write_text(str(os.getpid()))

@@ -129,3 +129,28 @@ def role_defaults(roles_dir: Path) -> dict[str, Any]:
     from sovinfra.inventory import defaults
 
     return defaults.role_defaults(roles_dir, "inference")
+
+
+def chosen(
+    inv: Inventory, hosts: list[str], roles_dir: Path, vault: Any, site_endpoint: bool
+) -> list[Target]:
+    """What `verify load` and the acceptance run test among `hosts`: each inference node's services, and
+    unless told not to, the site endpoint on each chosen gateway for every model the site serves (a site
+    endpoint routes to every replica of a model, so it is tested with what all nodes serve)."""
+    from sovinfra.inventory.defaults import setting
+
+    nodes, gateways = inv.hosts_in("inference"), inv.hosts_in("inference_gateway") & set(hosts)
+    defaults = role_defaults(roles_dir)
+    found = collect(inv, sorted(nodes & set(hosts)), defaults, vault)
+    if not site_endpoint or not gateways:
+        return found
+    every = found if nodes <= set(hosts) else collect(inv, sorted(nodes), defaults, vault)
+    bases = {
+        gw: (
+            f"http://{host_vars(inv, gw).get('ansible_host', gw)}:"
+            f"{int(setting(inv, roles_dir, gw, 'site_inference_gateway_port'))}",
+            ssh_options.options(inv, gw).jump,
+        )
+        for gw in sorted(gateways)
+    }
+    return found + through_gateways(every, bases)

@@ -230,6 +230,7 @@ def test_verify_load_passes_and_fails_on_a_tighter_slo(lab_inventory: str, key: 
     assert doc["ok"] and [(e["host"], e["service"]) for e in doc["endpoints"]] == [
         ("gpu1", "tiny"),
         ("gpu2", "tiny"),
+        ("mirror1", "site:tiny"),  # the site endpoint, by default
     ]
     tight = tmp_path / "inventory"
     shutil.copytree(lab_inventory, tight)

@@ -102,5 +102,5 @@ def test_both_releases_verify(converged: list[dict]) -> None:
     load = invoke("verify", "load", "-i", str(paths.lab_inventory_dir()), "--json")
     assert load.exit_code == 0, load.output
     endpoints = json.loads(load.stdout)["endpoints"]
-    assert {e["host"] for e in endpoints if e["passed"]} == {"gpu1", "gpu2"}
+    assert {e["host"] for e in endpoints if e["passed"]} == {"gpu1", "gpu2", "mirror1"}
     assert all(e["summary"]["requests_ok"] == e["summary"]["requests"] > 0 for e in endpoints)

@@ -105,3 +105,38 @@ def test_bad_service_is_caught_by_the_inventory_check(tmp_path: Path) -> None:
         site.load_checked(path)
     inv = model.load(path)
     assert model.var_file(inv, "gpu1", "inference_services").name == "gpu1.yml"
+
+
+def test_the_site_endpoint_is_tested_by_default_with_what_every_node_serves(tmp_path: Path) -> None:
+    """`verify load` and the acceptance run: each node's services and, unless told not to, the site endpoint
+    on each chosen gateway (port from the inventory over the role default) for every model of the site."""
+    path = _site(
+        tmp_path,
+        {
+            "gpu1": {
+                "inference_services": [{"name": "a", "port": 8000, "repo": "org/a", "served_model_name": "m"}]
+            },
+            "gpu2": {"inference_services": [{"name": "b", "port": 8000, "repo": "org/b"}]},
+            "bastion1": {"site_inference_gateway_port": 4400},
+        },
+    )
+    doc = yaml.safe_load((path / "hosts.yml").read_text())
+    doc["all"]["children"]["inference_gateway"] = {"hosts": {"bastion1": None}}
+    (path / "hosts.yml").write_text(yaml.safe_dump(doc))
+    inv, _ = site.load_checked(path)
+    roles = paths.project_root() / "roles"
+
+    def chosen(limit: str | None, site_endpoint: bool = True) -> list[tuple[str, str, str, str]]:
+        found = targets.chosen(inv, model.select_hosts(inv, limit), roles, None, site_endpoint)
+        return [(t.host, t.service, t.url, t.model) for t in found]
+
+    nodes = [("gpu1", "a", "http://10.0.0.11:8000", "m"), ("gpu2", "b", "http://gpu2:8000", "org/b")]
+    site_endpoint = [
+        ("bastion1", "site:m", "http://192.0.2.5:4400", "m"),
+        ("bastion1", "site:org/b", "http://192.0.2.5:4400", "org/b"),
+    ]
+    assert chosen(None) == nodes + site_endpoint
+    assert chosen(None, site_endpoint=False) == nodes
+    # A gateway chosen alone is still tested with every node's models; a node alone, without the gateway.
+    assert chosen("bastion1") == site_endpoint
+    assert chosen("gpu2") == nodes[1:]
