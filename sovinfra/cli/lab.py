@@ -23,10 +23,12 @@ def lab() -> None:
 
 
 def _register() -> None:
-    from sovinfra.cli import lab_gpu
+    from sovinfra.cli import lab_gpu, lab_vm
 
     lab.add_command(lab_gpu.nvml)
     lab.add_command(lab_gpu.gpu)
+    lab.add_command(lab_vm.vm)
+    lab.add_command(lab_vm.box)
 
 
 @lab.command()

@@ -20,6 +20,14 @@ def hosts_document(state: LabState) -> dict[str, Any]:
     for host in state.hosts.values():
         for group in host.groups:
             groups.setdefault(group, {})[host.name] = {"ansible_host": host.address}
+    for vm in state.vms.values():  # `sovinfra lab vm`: a user of the box's, root through sudo
+        for group in vm.groups:
+            groups.setdefault(group, {})[vm.name] = {
+                "ansible_host": vm.address,
+                "ansible_user": vm.user,
+                "ansible_ssh_private_key_file": vm.key,
+                "ansible_become": True,
+            }
     return {"all": {"children": {g: {"hosts": hosts or None} for g, hosts in groups.items()}}}
 
 

@@ -20,6 +20,7 @@ from sovinfra.lab import (
     nvidia_upstream,
     processes,
     state,
+    vm,
 )
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.shell import run
@@ -129,6 +130,7 @@ def up(
         )
         state.save(current)
         started.append((plan, pid))
+    known_hosts += [f"{line} {vm.MARK}" for line in vm.pinned_lines(current)]  # `lab vm`'s, kept
     (lab_dir / "known_hosts").write_text("\n".join(known_hosts) + "\n")
     for plan, pid in started:
         hosts.wait_ssh(plan, pid)
@@ -208,6 +210,8 @@ def down(log: Log = print, force: bool = False) -> Leftovers:
     _require_root()
     current = state.load()
     _check_owner(current, force)
+    if current.vms or vm.leftover_domains():
+        vm.down(log)
     for name, host in current.hosts.items():
         hosts.stop(name, host.pid)
         log(f"{name} stopped")

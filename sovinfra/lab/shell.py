@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from sovinfra.errors import UserError
 
 
-def run(cmd: Sequence[str], *, check: bool = True, input_text: str | None = None) -> str:
+def run(
+    cmd: Sequence[str], *, check: bool = True, input_text: str | None = None, cwd: Path | None = None
+) -> str:
     """Run a command, return its stdout; on failure raise UserError with the command and its stderr."""
     try:
-        proc = subprocess.run(list(cmd), input=input_text, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            list(cmd), input=input_text, capture_output=True, text=True, check=False, cwd=cwd
+        )
     except FileNotFoundError as exc:
         raise UserError(f"{cmd[0]} is not installed (needed by the lab)") from exc
     if check and proc.returncode != 0:

@@ -20,6 +20,17 @@ class HostState:
 
 
 @dataclass
+class VmState:
+    """A VM of the Vagrant lab (`sovinfra lab vm`): logs in as `user` with `key`, becomes root."""
+
+    name: str
+    address: str
+    groups: list[str]
+    user: str
+    key: str
+
+
+@dataclass
 class LabState:
     subnet: str = ""
     gateway: str = ""
@@ -33,6 +44,7 @@ class LabState:
     hosts: dict[str, HostState] = field(default_factory=dict)
     # The project checkout that brought the lab up (its inventory/lab/ is the lab's inventory).
     owner: str = ""
+    vms: dict[str, VmState] = field(default_factory=dict)
 
 
 def state_file() -> Path:
@@ -54,6 +66,7 @@ def load() -> LabState:
         nvidia_upstream_pid=raw.get("nvidia_upstream_pid", 0),
         hosts=hosts,
         owner=raw.get("owner", ""),
+        vms={name: VmState(**v) for name, v in raw.get("vms", {}).items()},
     )
 
 
