@@ -39,7 +39,7 @@ PACKAGES = (
     "ca-certificates",
     "qemu-guest-agent",  # how Vagrant learns a VM's address (no DHCP on the lab's network)
 )
-DISK_GB = 16
+DISK_GB = 32  # sparse; preflight wants 20 GiB free on /
 USER = "vagrant"
 # What makes a VM itself, handed in at boot through QEMU's firmware config (-fw_cfg name=<this>/<item>,
 # file=...): its ssh host key (private half), its hostname, its network (a systemd-networkd file).
@@ -122,6 +122,11 @@ def user_key(release: str) -> Path:
     return box_dir(release) / "vagrant_ed25519"
 
 
+def kernel_release(release: str) -> str:
+    """The kernel the box boots (what DKMS builds NVIDIA's module for: its headers go in the snapshot)."""
+    return (box_dir(release) / "kernel-release").read_text().strip()
+
+
 def box_file(release: str) -> Path:
     return box_dir(release) / "sovinfra.box"
 
@@ -158,6 +163,8 @@ def build(release: str, target: Path, log: Callable[[str], None]) -> None:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"sovinfra box {release}", "-f",
          str(work / "vagrant_ed25519")])  # fmt: skip
     _configure(root, (work / "vagrant_ed25519.pub").read_text())
+    (kernel,) = [d.name for d in (root / "lib/modules").iterdir()]
+    (work / "kernel-release").write_text(kernel + "\n")
     raw = work / "disk.raw"
     _disk(root, raw)
     shutil.rmtree(root)

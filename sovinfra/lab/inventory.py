@@ -27,6 +27,9 @@ def hosts_document(state: LabState) -> dict[str, Any]:
                 "ansible_user": vm.user,
                 "ansible_ssh_private_key_file": vm.key,
                 "ansible_become": True,
+                # Its own kernel (not this machine's, as the containers run): DKMS builds for it, and
+                # the site's package snapshot holds its headers.
+                "nvidia_driver_kernel_release": vm.kernel,
             }
     return {"all": {"children": {g: {"hosts": hosts or None} for g, hosts in groups.items()}}}
 

@@ -44,6 +44,8 @@ REVISION = "1"
 # The toolkit stand-in's content changed (its runtime applies CDI specs): a new Debian revision, as a
 # distribution would make, so a store that published the old one takes the new one beside it.
 CONTAINER_TOOLKIT_REVISION = "2"
+# Likewise the driver's: its DKMS packages now carry a module DKMS builds (and depend on dkms).
+DRIVER_REVISION = "2"
 # NVIDIA's CUDA repository for each Debian release the lab runs (debian12, debian13), the same stand-ins
 # in each; the first is Debian 12's.
 CUDA_REPOS = tuple(f"cuda/repos/{distro}/x86_64" for distro in config.RELEASES.values())
@@ -64,10 +66,12 @@ class Package:
     files: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (mode, content)
     ldconfig: bool = False  # ships shared libraries: activate libc's ldconfig trigger
     arch: str = "amd64"
+    scripts: dict[str, bytes] = field(default_factory=dict)  # maintainer scripts: postinst, prerm, ...
 
     def recipe(self) -> dict[str, object]:
         doc = asdict(self)
         doc["files"] = {p: [m, hashlib.sha256(c).hexdigest()] for p, (m, c) in sorted(self.files.items())}
+        doc["scripts"] = {n: hashlib.sha256(c).hexdigest() for n, c in sorted(self.scripts.items())}
         return doc
 
 
@@ -86,7 +90,7 @@ def _unit(description: str, exec_start: str) -> bytes:
 
 
 def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
-    v = f"{version}-{REVISION}"
+    v = f"{version}-{DRIVER_REVISION}"
     exact = f"(= {v})"
     helper = {"/usr/lib/sovinfra-standin/smi/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py"))}
     return [
@@ -120,20 +124,8 @@ def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
                 ),
             },
         ),
-        Package(
-            "nvidia-kernel-open-dkms",
-            v,
-            "NVIDIA open GPU kernel modules, DKMS (stand-in: no module)",
-            conflicts=("nvidia-kernel-dkms",),
-            files={f"/usr/src/nvidia-{version}/dkms.conf": (0o644, _dkms_conf(version, "open"))},
-        ),
-        Package(
-            "nvidia-kernel-dkms",
-            v,
-            "NVIDIA proprietary kernel modules, DKMS (stand-in: no module)",
-            conflicts=("nvidia-kernel-open-dkms",),
-            files={f"/usr/src/nvidia-{version}/dkms.conf": (0o644, _dkms_conf(version, "proprietary"))},
-        ),
+        _dkms_package("nvidia-kernel-open-dkms", v, version, "Open", "nvidia-kernel-dkms"),
+        _dkms_package("nvidia-kernel-dkms", v, version, "Proprietary", "nvidia-kernel-open-dkms"),
         Package(
             "nvidia-driver",
             v,
@@ -179,9 +171,64 @@ def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
     ]
 
 
+def _dkms_package(name: str, v: str, version: str, flavour: str, other: str) -> Package:
+    """NVIDIA's kernel modules as DKMS source, as their packages ship them: a real (tiny, hardware-free)
+    module that DKMS builds for the running kernel at install, where that kernel's headers are (a VM's;
+    a container's kernel is this machine's, which no package builds for)."""
+    src = f"/usr/src/nvidia-{version}"
+    return Package(
+        name,
+        v,
+        f"NVIDIA {flavour.lower()} GPU kernel modules, DKMS (stand-in: a module without hardware)",
+        depends=("dkms",),
+        conflicts=(other,),
+        files={
+            f"{src}/dkms.conf": (0o644, _dkms_conf(version, flavour)),
+            f"{src}/Makefile": (0o644, (STANDIN_DIR / "kernel" / "Makefile").read_bytes()),
+            f"{src}/nvidia.c": (0o644, (STANDIN_DIR / "kernel" / "nvidia.c").read_bytes()),
+            # What udev does for a GPU's PCI id (a VM has no GPU): load the module at boot.
+            "/usr/lib/modules-load.d/nvidia-standin.conf": (0o644, b"nvidia\n"),
+        },
+        scripts={"postinst": _dkms_postinst(version), "prerm": _dkms_prerm(version)},
+    )
+
+
 def _dkms_conf(version: str, flavour: str) -> bytes:
-    text = f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{version}"\n# sovinfra stand-in ({flavour}): no module\n'
+    build = "${dkms_tree}/${PACKAGE_NAME}/${PACKAGE_VERSION}/build"
+    text = (
+        f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{version}"\nBUILT_MODULE_NAME[0]="nvidia"\n'
+        'DEST_MODULE_LOCATION[0]="/updates/dkms"\nAUTOINSTALL="yes"\n'
+        f'MAKE[0]="make -C ${{kernel_source_dir}} M={build} STANDIN_VERSION={version} '
+        f'STANDIN_FLAVOUR={flavour} modules"\n'
+        f'CLEAN="make -C ${{kernel_source_dir}} M={build} clean"\n'
+    )
     return text.encode()
+
+
+def _dkms_postinst(version: str) -> bytes:
+    # As Debian's DKMS packages do: register the source, then build and install for the running kernel
+    # when its headers are there.
+    return f"""#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  dkms status -m nvidia -v {version} | grep -q . || dkms add -m nvidia -v {version}
+  kernel=$(uname -r)
+  if [ -e "/lib/modules/$kernel/build" ]; then
+    dkms install -m nvidia -v {version} -k "$kernel"
+  else
+    echo "nvidia {version}: no headers for kernel $kernel: module not built" >&2
+  fi
+fi
+""".encode()
+
+
+def _dkms_prerm(version: str) -> bytes:
+    return f"""#!/bin/sh
+set -e
+case "$1" in
+  remove|upgrade|deconfigure) dkms remove -m nvidia -v {version} --all >/dev/null 2>&1 || true ;;
+esac
+""".encode()
 
 
 def cuda_packages(version: str) -> list[Package]:
@@ -324,6 +371,9 @@ def build_deb(pkg: Package, out_dir: Path, epoch: int) -> Path:
         (root / "DEBIAN" / "control").write_text(_control(pkg, max(1, size // 1024)))
         if pkg.ldconfig:
             (root / "DEBIAN" / "triggers").write_text("activate-noawait ldconfig\n")
+        for name, script in pkg.scripts.items():
+            (root / "DEBIAN" / name).write_bytes(script)
+            (root / "DEBIAN" / name).chmod(0o755)
         for p in root.rglob("*"):
             os.utime(p, (epoch, epoch), follow_symlinks=False)
         # Debian's file name leaves the epoch out.

@@ -28,6 +28,7 @@ class VmState:
     groups: list[str]
     user: str
     key: str
+    kernel: str = ""  # the kernel it boots (the box's)
 
 
 @dataclass

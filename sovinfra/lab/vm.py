@@ -208,7 +208,8 @@ def vagrant(args: list[str], log: Log) -> int:
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
-        log(line.rstrip())
+        if not line.startswith("Progress:"):  # the box's upload, a line per percent
+            log(line.rstrip())
     return proc.wait()
 
 
@@ -257,7 +258,14 @@ def up(nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log) -> lis
     prefixlen = ipaddress.ip_network(lab.subnet).prefixlen
     keys = {vm.name: identity(vm, prefixlen) for vm in vms}
     lab.vms = {
-        vm.name: state.VmState(vm.name, vm.address, list(GROUPS), box.USER, str(box.user_key(release)))
+        vm.name: state.VmState(
+            vm.name,
+            vm.address,
+            list(GROUPS),
+            box.USER,
+            str(box.user_key(release)),
+            box.kernel_release(release),
+        )
         for vm in vms
     }
     state.save(lab)  # recorded before anything runs: `down` removes it whatever happens next
@@ -298,6 +306,10 @@ def down(log: Log) -> list[str]:
             ["virsh", "-c", LIBVIRT_URI, "undefine", name, "--remove-all-storage"], capture_output=True
         )
         log(f"{name} removed")
+    for volume in _box_volumes():
+        subprocess.run(
+            ["virsh", "-c", LIBVIRT_URI, "vol-delete", volume, "--pool", POOL], capture_output=True
+        )
     pin([])
     lab.vms = {}
     _write_known_hosts(lab)
@@ -308,6 +320,16 @@ def down(log: Log) -> list[str]:
         state.save(lab)
         lab_inventory.write(lab, paths.lab_inventory_dir(), paths.lab_dir(), manager.standin_repos())
     return leftover_domains()
+
+
+def _box_volumes() -> list[str]:
+    """The boxes' images vagrant-libvirt uploaded into the pool (sovinfra-VAGRANTSLASH-<box>_...)."""
+    if not shutil.which("virsh"):
+        return []
+    out = subprocess.run(
+        ["virsh", "-c", LIBVIRT_URI, "vol-list", POOL, "--name"], capture_output=True, text=True
+    )
+    return [v for v in out.stdout.split() if v.startswith("sovinfra-VAGRANTSLASH-")]
 
 
 @dataclass

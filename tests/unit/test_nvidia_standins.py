@@ -19,8 +19,8 @@ def ctk(*args: str) -> subprocess.CompletedProcess[str]:
 def test_driver_packages_pin_each_other_exactly() -> None:
     packages = {p.name: p for p in nvidia_repo.driver_packages("570.124.06", b"\x7fELF")}
     assert packages["nvidia-open"].depends == (
-        "nvidia-driver (= 570.124.06-1)",
-        "nvidia-kernel-open-dkms (= 570.124.06-1)",
+        "nvidia-driver (= 570.124.06-2)",
+        "nvidia-kernel-open-dkms (= 570.124.06-2)",
     )
     assert "nvidia-kernel-dkms" in packages["nvidia-kernel-open-dkms"].conflicts
     assert "nvidia-fabricmanager-570" in packages
