@@ -210,7 +210,7 @@ def down(log: Log = print, force: bool = False) -> Leftovers:
     _require_root()
     current = state.load()
     _check_owner(current, force)
-    if current.vms or vm.leftover_domains():
+    if current.vms or current.libvirt_started or vm.leftover_domains():
         vm.down(log)
     for name, host in current.hosts.items():
         hosts.stop(name, host.pid)

@@ -46,6 +46,8 @@ class LabState:
     # The project checkout that brought the lab up (its inventory/lab/ is the lab's inventory).
     owner: str = ""
     vms: dict[str, VmState] = field(default_factory=dict)
+    # `lab vm up` started libvirt's daemons itself (no systemd): `lab vm down` stops them.
+    libvirt_started: bool = False
 
 
 def state_file() -> Path:
@@ -68,6 +70,7 @@ def load() -> LabState:
         hosts=hosts,
         owner=raw.get("owner", ""),
         vms={name: VmState(**v) for name, v in raw.get("vms", {}).items()},
+        libvirt_started=raw.get("libvirt_started", False),
     )
 
 

@@ -33,7 +33,8 @@ ADDRESS_OFFSET = 100  # vm1 is .101 of the lab's subnet, clear of the containers
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MIB = 2048
 HEADROOM_MIB = 1024  # left to this machine beyond the VMs' memory
-GROUPS = ("gpu_nodes", "inference")
+# GPU nodes for the kernel side; the containers serve the lab's model (an engine under TCG is only slow).
+GROUPS = ("gpu_nodes",)
 LIBVIRT_URI = "qemu:///system"
 POOL = "default"
 POOL_DIR = Path("/var/lib/libvirt/images")
@@ -107,9 +108,15 @@ def problems(nodes: int, cpus: int, memory_mib: int, lab: state.LabState) -> lis
     return found
 
 
-def ensure_libvirt(log: Log) -> None:
-    """libvirt's daemons answering (started here where systemd does not run them) and its storage pool."""
+DAEMONS = ("libvirtd", "virtlogd")  # each writes /run/<name>.pid
+
+
+def ensure_libvirt(log: Log) -> bool:
+    """libvirt's daemons answering (started here where systemd does not run them) and its storage pool;
+    whether this started the daemons."""
+    started = False
     if subprocess.run(["virsh", "-c", LIBVIRT_URI, "version"], capture_output=True).returncode != 0:
+        started = True
         log("starting libvirt's daemons (virtlogd, libvirtd) ...")
         run(["virtlogd", "-d"], check=False)
         run(["libvirtd", "-d"])
@@ -124,6 +131,17 @@ def ensure_libvirt(log: Log) -> None:
         run(["virsh", "-c", LIBVIRT_URI, "pool-define-as", POOL, "dir", "--target", str(POOL_DIR)])
     if POOL not in run(["virsh", "-c", LIBVIRT_URI, "pool-list", "--name"]).split():
         run(["virsh", "-c", LIBVIRT_URI, "pool-start", POOL])
+    return started
+
+
+def stop_libvirt() -> None:
+    """Stop the daemons `ensure_libvirt` started (by their pid files; libvirtd first)."""
+    from sovinfra.lab import processes
+
+    for daemon in DAEMONS:
+        pid_file = Path(f"/run/{daemon}.pid")
+        if pid_file.exists():
+            processes.stop(int(pid_file.read_text().strip() or 0), daemon)
 
 
 def network_file(address: str, prefixlen: int) -> str:
@@ -248,7 +266,9 @@ def up(nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log) -> lis
     found = problems(nodes, cpus, memory_mib, lab)
     if found:
         raise UserError("cannot bring the VMs up:\n  " + "\n  ".join(found))
-    ensure_libvirt(log)
+    if ensure_libvirt(log):
+        lab.libvirt_started = True
+        state.save(lab)
     release = config.DEFAULT_RELEASE
     box.ensure(release, log)
     vms = plan(nodes, lab.subnet)
@@ -310,6 +330,9 @@ def down(log: Log) -> list[str]:
         subprocess.run(
             ["virsh", "-c", LIBVIRT_URI, "vol-delete", volume, "--pool", POOL], capture_output=True
         )
+    if lab.libvirt_started:
+        stop_libvirt()
+        lab.libvirt_started = False
     pin([])
     lab.vms = {}
     _write_known_hosts(lab)
@@ -326,10 +349,9 @@ def _box_volumes() -> list[str]:
     """The boxes' images vagrant-libvirt uploaded into the pool (sovinfra-VAGRANTSLASH-<box>_...)."""
     if not shutil.which("virsh"):
         return []
-    out = subprocess.run(
-        ["virsh", "-c", LIBVIRT_URI, "vol-list", POOL, "--name"], capture_output=True, text=True
-    )
-    return [v for v in out.stdout.split() if v.startswith("sovinfra-VAGRANTSLASH-")]
+    out = subprocess.run(["virsh", "-c", LIBVIRT_URI, "vol-list", POOL], capture_output=True, text=True)
+    names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]  # Name  Path, a table
+    return [n for n in names if n.startswith("sovinfra-VAGRANTSLASH-")]
 
 
 @dataclass
