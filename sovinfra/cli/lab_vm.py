@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 
 from sovinfra.lab import config
+from sovinfra.lab import vm as lab_vm
 
 
 def _log(message: str) -> None:
@@ -22,17 +23,16 @@ def vm() -> None:
 @vm.command()
 @click.option("--nodes", default=2, show_default=True, envvar="SOVINFRA_VAGRANT_NODES", type=int,
               help="GPU-node VMs (or SOVINFRA_VAGRANT_NODES)")  # fmt: skip
-@click.option("--cpus", default=2, show_default=True, envvar="SOVINFRA_VAGRANT_CPUS", type=int,
-              help="virtual CPUs per VM (or SOVINFRA_VAGRANT_CPUS)")  # fmt: skip
-@click.option("--memory", "memory_mib", default=2048, show_default=True, envvar="SOVINFRA_VAGRANT_MEMORY",
-              type=int, help="MiB per VM (or SOVINFRA_VAGRANT_MEMORY)")  # fmt: skip
+@click.option("--cpus", default=lab_vm.DEFAULT_CPUS, show_default=True, envvar="SOVINFRA_VAGRANT_CPUS",
+              type=int, help="virtual CPUs per VM (or SOVINFRA_VAGRANT_CPUS)")  # fmt: skip
+@click.option("--memory", "memory_mib", default=lab_vm.DEFAULT_MEMORY_MIB, show_default=True,
+              envvar="SOVINFRA_VAGRANT_MEMORY", type=int,
+              help="MiB per VM (or SOVINFRA_VAGRANT_MEMORY)")  # fmt: skip
 @click.option("--provision/--no-provision", default=True, show_default=True,
               help="converge playbooks/site.yml on each VM (Vagrant's ansible provisioner)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def up(nodes: int, cpus: int, memory_mib: int, provision: bool, as_json: bool) -> None:
     """Build the box (once), give each VM its host key, name and address, and `vagrant up` them."""
-    from sovinfra.lab import vm as lab_vm
-
     made = lab_vm.up(nodes, cpus, memory_mib, provision, _log)
     if as_json:
         click.echo(json.dumps({"vms": [asdict(v) for v in made], "driver": lab_vm.driver()}, indent=2))
@@ -44,8 +44,6 @@ def up(nodes: int, cpus: int, memory_mib: int, provision: bool, as_json: bool) -
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def down(as_json: bool) -> None:
     """Remove every VM, volume and pinned host key the Vagrant lab made."""
-    from sovinfra.lab import vm as lab_vm
-
     left = lab_vm.down(_log)
     if as_json:
         click.echo(json.dumps({"clean": not left, "left": left}))
@@ -61,8 +59,6 @@ def down(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(as_json: bool) -> None:
     """Each VM, its libvirt state and whether it answers ssh."""
-    from sovinfra.lab import vm as lab_vm
-
     rows = lab_vm.status()
     if as_json:
         click.echo(json.dumps({"vms": [asdict(r) for r in rows]}, indent=2))

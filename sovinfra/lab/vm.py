@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -43,6 +44,7 @@ BOOT_TIMEOUT_S = 600
 KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 DOMAIN_PREFIX = "sovinfra-lab-"  # the Vagrantfile's libvirt.default_prefix
 MARK = "# sovinfra lab vm"
+QEMU_USER = "libvirt-qemu"  # Debian's libvirt runs QEMU as this user
 
 
 @dataclass(frozen=True)
@@ -159,14 +161,13 @@ def identity(vm: VmPlan, prefixlen: int) -> str:
     (where / "hostname").write_text(vm.name + "\n")
     (where / "network").write_text(network_file(vm.address, prefixlen))
     # QEMU runs as libvirt's own user: it alone (and root) may read the private key.
-    shutil.chown(key, user="libvirt-qemu") if _user_exists("libvirt-qemu") else None
+    if _user_exists(QEMU_USER):
+        shutil.chown(key, user=QEMU_USER)
     key.chmod(0o400)
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
 def _user_exists(name: str) -> bool:
-    import pwd
-
     try:
         pwd.getpwnam(name)
     except KeyError:
