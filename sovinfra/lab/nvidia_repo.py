@@ -89,8 +89,13 @@ def _unit(description: str, exec_start: str) -> bytes:
     ).encode()
 
 
+def driver_package_version(version: str) -> str:
+    """The stand-in driver packages' Debian version for a driver version."""
+    return f"{version}-{DRIVER_REVISION}"
+
+
 def driver_packages(version: str, nvml_library: bytes) -> list[Package]:
-    v = f"{version}-{DRIVER_REVISION}"
+    v = driver_package_version(version)
     exact = f"(= {v})"
     helper = {"/usr/lib/sovinfra-standin/smi/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py"))}
     return [

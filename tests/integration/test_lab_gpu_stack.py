@@ -46,7 +46,7 @@ def test_stack_converged_pinned_held_and_running(lab_inventory: str, converged: 
     assert code == 0 and {h: r["changed"] for h, r in again["hosts"].items()} == {"gpu1": 0, "gpu2": 0}
     for name in ("gpu1", "gpu2"):
         node = host(lab_inventory, name)
-        assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
+        assert set(versions(node, DRIVER_PACKAGES).values()) == {nvidia_repo.driver_package_version(OLD)}
         assert set(versions(node, TOOLKIT).values()) == {
             f"{nvidia_repo.CONTAINER_TOOLKIT_VERSION}-{nvidia_repo.CONTAINER_TOOLKIT_REVISION}"
         }
@@ -107,7 +107,7 @@ def test_driver_upgrade_and_back(lab_inventory: str, converged: dict, tmp_path: 
         code, run = gpu_nodes(str(inventory), *tags)
         assert code == 1 and run["hosts"]["gpu1"]["changed"] == 0
         assert any(f"{NEW} is not in the configured package sources" in f["msg"] for f in run["failures"])
-        assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{OLD}-1"}
+        assert set(versions(node, DRIVER_PACKAGES).values()) == {nvidia_repo.driver_package_version(OLD)}
         # The new snapshot, shipped to the mirror and made apt's source (base), then the upgrade.
         sync(str(inventory))
         based = CliRunner().invoke(cli, ["apply", "base", "-i", str(inventory)])
@@ -117,14 +117,16 @@ def test_driver_upgrade_and_back(lab_inventory: str, converged: dict, tmp_path: 
             code, run = gpu_nodes(str(inventory), *tags)
             check_driver(node, code, run, version)
     finally:
-        if set(versions(node, DRIVER_PACKAGES).values()) != {f"{OLD}-1"}:
+        if set(versions(node, DRIVER_PACKAGES).values()) != {nvidia_repo.driver_package_version(OLD)}:
             code, run = gpu_nodes(lab_inventory, *tags)
             assert code == 0, run["failures"]
 
 
 def check_driver(node: testinfra.host.Host, code: int, run: dict, version: str) -> None:
     assert code == 0, run["failures"]
-    assert set(versions(node, DRIVER_PACKAGES).values()) == {f"{version}-1"}, version
+    assert set(versions(node, DRIVER_PACKAGES).values()) == {nvidia_repo.driver_package_version(version)}, (
+        version
+    )
     assert held(node) >= set(DRIVER_PACKAGES)
     smi = node.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
     assert smi.split()[0] == version

@@ -102,7 +102,9 @@ def key(lab_inventory: str, converged: dict) -> Iterator[str]:
     assert result.exit_code == 0, result.output
     yield lab_model.api_key(Path(lab_inventory))
     # Whatever failed: the lab's own pins and snapshot, every node back in the site endpoint.
-    if any(driver(lab_inventory, n) != f"{OLD}-1" for n in NODES) or set(states().values()) != {"UP"}:
+    if any(driver(lab_inventory, n) != nvidia_repo.driver_package_version(OLD) for n in NODES) or set(
+        states().values()
+    ) != {"UP"}:
         snapshot_for(lab_inventory)
         code, _, output = upgrade(lab_inventory, "--allow-unhealthy")
         assert code == 0, output
@@ -128,7 +130,9 @@ def test_a_rolling_driver_upgrade_fails_no_request(key: str, pinned_new: str) ->
     assert [list(b["hosts"]) for b in plan["plan"]] == [["gpu1"], ["gpu2"]]
     planned = [tasks for b in plan["plan"] for tasks in b["hosts"].values()]
     assert all("Pin exact versions: nvidia-driver" in tasks for tasks in planned), plan
-    assert {driver(pinned_new, n) for n in NODES} == {f"{OLD}-1"}  # the check changed nothing ...
+    assert {driver(pinned_new, n) for n in NODES} == {
+        nvidia_repo.driver_package_version(OLD)
+    }  # the check changed nothing ...
     assert states() == {"gpu1": "UP", "gpu2": "UP"}  # ... and drained nothing
 
     client = Client(key)
@@ -147,7 +151,9 @@ def test_a_rolling_driver_upgrade_fails_no_request(key: str, pinned_new: str) ->
     failed = [r for r in client.results if not r[1]]
     assert len(client.results) >= 10 and not failed, (len(client.results), failed[:5])
     for name in NODES:
-        assert driver(pinned_new, name) == f"{NEW}-1" and held(pinned_new, name), name
+        assert driver(pinned_new, name) == nvidia_repo.driver_package_version(NEW) and held(
+            pinned_new, name
+        ), name
         assert "MAINT" in client.seen[name], (name, client.seen)  # drained out of the site endpoint ...
     assert states() == {"gpu1": "UP", "gpu2": "UP"}  # ... and back
     code, health, output = run("verify", "health", "-i", pinned_new)
@@ -185,5 +191,5 @@ def test_a_failed_batch_stops_the_rollout_and_a_rerun_continues(
     code, doc, output = upgrade(lab_inventory)
     assert code == 0, output
     assert [[r["host"] for r in b["hosts"]] for b in doc["batches"]] == [["gpu1"], ["gpu2"]]
-    assert {driver(lab_inventory, n) for n in NODES} == {f"{OLD}-1"}
+    assert {driver(lab_inventory, n) for n in NODES} == {nvidia_repo.driver_package_version(OLD)}
     assert states() == {"gpu1": "UP", "gpu2": "UP"}
