@@ -44,7 +44,9 @@ def ssh_argv(known_hosts: Path) -> list[str]:
     entry = lab_state.load().vms[VM]
     return [
         "ssh", "-n", "-F", "/dev/null", "-o", "BatchMode=yes", "-i", entry.key,
-        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        # Only the given file: the system's also pins the VM's key (for Vagrant's own ssh).
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
         f"{entry.user}@{entry.address}",
     ]  # fmt: skip
 
