@@ -88,6 +88,8 @@ def _mem_available_mib() -> int:
 def problems(nodes: int, cpus: int, memory_mib: int, lab: state.LabState) -> list[str]:
     """Everything that stops `vm up`, found before anything is made."""
     found = []
+    if os.geteuid() != 0:
+        found.append("the Vagrant lab needs root (libvirt's system daemon, the lab's bridge)")
     if not 1 <= nodes <= MAX_VMS:
         found.append(f"--nodes must be between 1 and {MAX_VMS}, got {nodes}")
     if cpus < 1 or memory_mib < 512:
