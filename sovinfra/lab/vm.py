@@ -42,7 +42,7 @@ POOL_DIR = Path("/var/lib/libvirt/images")
 # Under TCG a VM boots in about 30 s; give it room on a busy machine.
 BOOT_TIMEOUT_S = 600
 KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
-DOMAIN_PREFIX = "sovinfra-lab-"  # the Vagrantfile's libvirt.default_prefix
+DOMAIN_PREFIX = "sovinfra-lab-"  # libvirt's names for the VMs (the Vagrantfile's default_prefix)
 MARK = "# sovinfra lab vm"
 QEMU_USER = "libvirt-qemu"  # Debian's libvirt runs QEMU as this user
 
@@ -204,6 +204,7 @@ def settings(vms: list[VmPlan], release: str, cpus: int, memory_mib: int) -> dic
         "memory_mib": memory_mib,
         "boot_timeout_s": BOOT_TIMEOUT_S,
         "fw_cfg": box.FW_CFG,
+        "domain_prefix": DOMAIN_PREFIX,
         "inventory": str(paths.lab_inventory_dir()),
         "playbook": str(root / "playbooks" / "site.yml"),
         "vault_password_file": str(paths.lab_dir() / "vault-password"),
