@@ -177,20 +177,18 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _mark(path: Path, entries: list[str]) -> None:
+    """Replace the marked block of a known_hosts file with `entries` (other lines kept, as they are)."""
+    now = path.read_text().splitlines() if path.exists() else []
+    wanted = [line for line in now if line and not line.endswith(MARK)] + [f"{e} {MARK}" for e in entries]
+    if wanted != now:
+        atomic.write_text(path, "".join(line + "\n" for line in wanted))
+
+
 def pin(entries: list[str]) -> None:
     """The VMs' host keys in the system's known hosts (Vagrant's own ssh reads no other), in one marked
     block that `down` removes; the lab's known_hosts file gets them from its state."""
-    keep = _unpinned()
-    block = [f"{line} {MARK}" for line in entries]
-    now = KNOWN_HOSTS.read_text().splitlines() if KNOWN_HOSTS.exists() else []
-    if keep + block != now:
-        atomic.write_text(KNOWN_HOSTS, "".join(line + "\n" for line in keep + block))
-
-
-def _unpinned() -> list[str]:
-    if not KNOWN_HOSTS.exists():
-        return []
-    return [line for line in KNOWN_HOSTS.read_text().splitlines() if not line.endswith(MARK)]
+    _mark(KNOWN_HOSTS, entries)
 
 
 def settings(vms: list[VmPlan], release: str, cpus: int, memory_mib: int) -> dict:
@@ -247,14 +245,7 @@ def pinned_lines(lab: state.LabState) -> list[str]:
 
 def _write_known_hosts(lab: state.LabState) -> None:
     """The lab's own known_hosts: its containers' lines as they are, the VMs' from their keys."""
-    known = paths.lab_dir() / "known_hosts"
-    vm_addresses = {f"{vm.address} " for vm in lab.vms.values()}
-    lines = [
-        line
-        for line in (known.read_text().splitlines() if known.exists() else [])
-        if line and not any(line.startswith(a) for a in vm_addresses) and not line.endswith(MARK)
-    ]
-    known.write_text("".join(f"{line}\n" for line in [*lines, *(f"{v} {MARK}" for v in pinned_lines(lab))]))
+    _mark(paths.lab_dir() / "known_hosts", pinned_lines(lab))
 
 
 def domain(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,12 @@ def test_the_dkms_standin_builds_a_real_module_where_the_kernel_has_headers() ->
     assert 'if [ -e "/lib/modules/$kernel/build" ]' in postinst  # a container's kernel: nothing to build
     for script in dkms.scripts.values():
         assert subprocess.run(["sh", "-n"], input=script, check=False).returncode == 0
+
+
+def test_pinned_keys_replace_only_their_own_block(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.5 ssh-ed25519 AAAAsite\n10.213.7.101 ssh-ed25519 AAAAold {vm.MARK}\n")
+    vm._mark(known, ["10.213.7.101 ssh-ed25519 AAAAnew"])
+    assert known.read_text() == f"10.0.0.5 ssh-ed25519 AAAAsite\n10.213.7.101 ssh-ed25519 AAAAnew {vm.MARK}\n"
+    vm._mark(known, [])
+    assert known.read_text() == "10.0.0.5 ssh-ed25519 AAAAsite\n"
