@@ -100,7 +100,7 @@ def acceptance(
     from sovinfra.acceptance import rundir
     from sovinfra.acceptance.records import verdict
     from sovinfra.acceptance.run import Run, execute
-    from sovinfra.cli.verify import vault_lib
+    from sovinfra.inventory.secrets import vault_lib
     from sovinfra.loadtest import targets
 
     path = site.resolve(inventory_path)

@@ -9,7 +9,7 @@ import click
 
 from sovinfra.cli.options import limit_option, site_endpoint_option, vault_password_option
 from sovinfra.errors import UserError
-from sovinfra.inventory import site
+from sovinfra.inventory import secrets, site
 from sovinfra.inventory.model import select_hosts
 
 
@@ -48,21 +48,6 @@ def health(inventory_path: str | None, limit: str | None, as_json: bool) -> None
         raise SystemExit(1)
 
 
-def vault_lib(password_file: str | None) -> object | None:
-    if not password_file:
-        return None
-    from ansible.errors import AnsibleError
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.parsing.vault import VaultLib, get_file_vault_secret
-
-    try:
-        secret = get_file_vault_secret(filename=password_file, loader=DataLoader())
-        secret.load()
-    except AnsibleError as exc:
-        raise UserError(f"{password_file}: {exc}") from exc
-    return VaultLib([("default", secret)])
-
-
 @verify.command()
 @click.option("-i", "--inventory", "inventory_path", help="inventory directory or hosts.yml")
 @limit_option
@@ -91,7 +76,7 @@ def load(
     outside = sorted(set(chosen) - inv.hosts_in("inference") - inv.hosts_in("inference_gateway"))
     if limit and outside:
         raise UserError(f"--limit: not in group inference or inference_gateway: {', '.join(outside)}")
-    vault = vault_lib(site.vault_password_file(vault_password_file, path))
+    vault = secrets.vault_lib(site.vault_password_file(vault_password_file, path))
     found = targets.chosen(inv, chosen, paths.project_root() / "roles", vault, site_endpoint)
     if not found:
         raise UserError(f"{path}: no inference endpoints: set inference_services on hosts of group inference")

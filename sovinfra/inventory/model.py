@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +78,7 @@ class Inventory:
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -126,7 +125,8 @@ def _parse_group(inv: Inventory, name: Any, body: Any, file: Path, trail: list[s
         raise UserError(f"{_where(file, trail)}: a group must be a mapping (hosts/vars/children)")
     for key in body:
         if key not in GROUP_KEYS:
-            raise UserError(f"{_where(file, [*trail, str(key)])}: unknown key (a group has hosts, vars, children)")
+            where = _where(file, [*trail, str(key)])
+            raise UserError(f"{where}: unknown key (a group has hosts, vars, children)")
     hosts = body.get("hosts")
     if hosts is not None and not isinstance(hosts, dict):
         raise UserError(f"{_where(file, [*trail, 'hosts'])}: must be a mapping of host names")

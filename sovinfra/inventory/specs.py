@@ -22,9 +22,9 @@ def role_options(roles_dir: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for spec_file in sorted(roles_dir.glob("*/meta/argument_specs.yml")):
         doc = read_yaml(spec_file) or {}
-        found[spec_file.parent.parent.name] = (
-            ((doc.get("argument_specs") or {}).get("main") or {}).get("options") or {}
-        )
+        found[spec_file.parent.parent.name] = ((doc.get("argument_specs") or {}).get("main") or {}).get(
+            "options"
+        ) or {}
     return found
 
 

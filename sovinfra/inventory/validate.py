@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from sovinfra.inventory import formats
 from sovinfra.inventory.model import SITE_GROUPS, Inventory, VarSource, VaultText
 from sovinfra.inventory.specs import VarSpec
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$"
-)
 # Keys of a spec that ArgumentSpecValidator understands; description and friends are documentation.
 _SPEC_KEYS = {"type", "elements", "choices", "options", "required", "default", "no_log", "aliases"}
 
@@ -52,14 +49,29 @@ def _check_connection(source: VarSource, key: str, value: Any) -> str | None:
     if key == "ansible_host" and not _is_template(value):
         if not isinstance(value, str):
             return "must be a host name or an IP address (a string)"
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            if not HOSTNAME.match(value):
-                return f"{value!r} is neither an IP address nor a valid host name"
-    if key == "ansible_port" and not _is_template(value):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            return "must be a port number 1-65535"
+        return formats.host_problem(value)
+    bad_port = isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535
+    if key == "ansible_port" and not _is_template(value) and bad_port:
+        return "must be a port number 1-65535"
+    return None
+
+
+# Variables whose format the spec's type cannot express: the parser the code uses on them judges them.
+FORMATS: dict[str, Callable[[object], str]] = {
+    "bmc_address": formats.bmc_url,
+    "netboot_mac": formats.mac,
+    "netboot_disk": formats.disk,
+}
+
+
+def _check_format(key: str, value: Any) -> str | None:
+    parse = FORMATS.get(key)
+    if parse is None or _is_template(value) or isinstance(value, VaultText):
+        return None
+    try:
+        parse(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -92,7 +104,7 @@ def check(inv: Inventory, specs: dict[str, VarSpec], roles: list[str]) -> list[P
     prefixes = tuple(f"{role}_" for role in roles)
     for source in inv.sources:
         for key, value in source.values.items():
-            connection = _check_connection(source, key, value)
+            connection = _check_connection(source, key, value) or _check_format(key, value)
             if connection:
                 problems.append(Problem(source.file, key, f"{connection} ({source.scope})"))
             if key in specs:

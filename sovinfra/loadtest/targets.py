@@ -8,7 +8,6 @@ jump host (ProxyJump in its ssh args, as Ansible reads them) is load-tested thro
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ from typing import Any
 from sovinfra.errors import UserError
 from sovinfra.fleet import ssh_options
 from sovinfra.fleet.ssh_options import Jump
-from sovinfra.inventory.model import Inventory, VaultText, host_vars, var_file
+from sovinfra.inventory import secrets
+from sovinfra.inventory.model import Inventory, host_vars, var_file
 from sovinfra.loadtest.metrics import SLO
-
-_VAR_REF = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
 
 @dataclass(frozen=True)
@@ -46,26 +44,6 @@ class Target:
     jump: Jump | None
 
 
-def _secret(inv: Inventory, host: str, variables: dict[str, Any], value: Any, where: str, vault: Any) -> str:
-    """A plain string, a vaulted value, or one `{{ var }}` reference to either."""
-    ref = _VAR_REF.match(value) if isinstance(value, str) else None
-    if ref:
-        name = ref.group(1)
-        if name not in variables:
-            raise UserError(f"{where}: refers to {name}, which host {host} does not define")
-        value, where = variables[name], f"{var_file(inv, host, name)}: {name} (host {host})"
-    if isinstance(value, VaultText):
-        if vault is None:
-            raise UserError(f"{where}: is vault-encrypted: pass --vault-password-file")
-        try:
-            return vault.decrypt(value.ciphertext.encode()).decode()
-        except Exception as exc:  # ansible raises AnsibleError subclasses with the reason
-            raise UserError(f"{where}: cannot decrypt: {exc}") from exc
-    if not isinstance(value, str) or "{{" in value:
-        raise UserError(f"{where}: expected a string or one {{{{ variable }}}} reference")
-    return value
-
-
 def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: Any = None) -> list[Target]:
     targets = []
     for host in hosts:
@@ -81,7 +59,7 @@ def collect(inv: Inventory, hosts: list[str], defaults: dict[str, Any], vault: A
             address = svc.get("address") or variables.get("ansible_host", host)
             api_key = svc.get("api_key")
             if api_key is not None:
-                api_key = _secret(inv, host, variables, api_key, f"{where}[{n}].api_key", vault)
+                api_key = secrets.reveal(inv, host, variables, api_key, f"{where}[{n}].api_key", vault)
             targets.append(
                 Target(
                     host=host,
