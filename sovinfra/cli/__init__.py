@@ -28,6 +28,7 @@ COMMANDS = {
     "rebuild": "sovinfra.cli.rebuild:rebuild",
     "upgrade": "sovinfra.cli.upgrade:upgrade",
     "acceptance": "sovinfra.cli.acceptance:acceptance",
+    "bmc": "sovinfra.cli.bmc:bmc",
 }
 
 

@@ -1,0 +1,239 @@
+"""`sovinfra bmc` against a real Redfish service: OpenStack's sushy-tools emulator in front of a libvirt
+VM (a blank one: no OS, it sits in its firmware), behind TLS with its own CA and a password, as a
+server's BMC is. Power and the next boot are read back from libvirt itself, not from the emulator; bad
+credentials, an untrusted certificate and malformed inventories power nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sovinfra.cli import cli
+from sovinfra.lab import bmc_emulator, vm
+from sovinfra.lab.model import encrypt
+from tests.conftest import missing
+
+USER = "sovinfra-admin"
+PASSWORD = "bmc-" + uuid.uuid4().hex[:12]  # only ever in the vault and the emulator's bcrypt hash
+
+
+@dataclass
+class Server:
+    domain: str
+    emulator: bmc_emulator.Emulator
+    log: Path
+
+
+def virsh(*args: str) -> str:
+    return subprocess.run(
+        ["virsh", "-c", vm.LIBVIRT_URI, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _domain_xml(name: str, disk: Path, mac: str) -> str:
+    return textwrap.dedent(f"""\
+        <domain type='qemu'>
+          <name>{name}</name>
+          <memory unit='MiB'>64</memory>
+          <vcpu>1</vcpu>
+          <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+          <devices>
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/>
+            </disk>
+            <interface type='user'><mac address='{mac}'/><model type='virtio'/></interface>
+          </devices>
+        </domain>""")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if os.geteuid() != 0:
+        missing("libvirt VMs need root")
+    if not shutil.which("virsh") or not shutil.which("libvirtd"):
+        missing("libvirt is not installed (scripts/setup installs it)")
+    started = vm.ensure_libvirt(lambda _: None)
+    name = f"sovinfra-test-bmc-{os.getpid()}"
+    disk = vm.POOL_DIR / f"{name}.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 16 << 20)  # an empty disk: nothing to boot
+    xml = tmp_path_factory.mktemp("domain") / "domain.xml"
+    xml.write_text(_domain_xml(name, disk, "52:54:00:5f:01:01"))
+    virsh("define", str(xml))
+    directory = tmp_path_factory.mktemp("bmc")
+    emulator = None
+    try:
+        emulator = bmc_emulator.start(
+            directory, "127.0.0.1", _free_port(), USER, PASSWORD, [virsh("domuuid", name)]
+        )
+        yield Server(name, emulator, directory / "emulator.log")
+    finally:
+        if emulator:
+            bmc_emulator.stop(emulator.pid)
+        if virsh("domstate", name) != "shut off":
+            virsh("destroy", name)
+        virsh("undefine", name)
+        disk.unlink(missing_ok=True)
+        if started:
+            vm.stop_libvirt()
+
+
+def inventory(tmp: Path, server: Server, **overrides: object) -> Path:
+    """A site whose node1 is the emulated server: password vaulted, the BMC's CA beside the hosts file."""
+    vault_file = tmp / "vault-password"
+    vault_file.write_text(uuid.uuid4().hex + "\n")
+    shutil.copy(server.emulator.ca_file, tmp / "bmc-ca.pem")
+    node = {
+        "ansible_host": "10.0.9.11",
+        "bmc_address": server.emulator.url.removeprefix("https://"),
+        "bmc_user": USER,
+        "bmc_password": "VAULTED",
+        "bmc_ca_file": "bmc-ca.pem",
+        **overrides,
+    }
+    lines = []
+    for key, value in node.items():
+        if value == "VAULTED":
+            cipher = textwrap.indent(encrypt(PASSWORD, vault_file), " " * 12)
+            lines.append(f"        {key}: !vault |\n{cipher}")
+        elif value is not None:
+            lines.append(f"        {key}: {json.dumps(value)}")
+    hosts = tmp / "hosts.yml"
+    hosts.write_text(
+        "all:\n  children:\n    gpu_nodes:\n      hosts:\n        node1:\n"
+        + textwrap.indent("\n".join(lines), "    ")
+        + "\n    model_mirror:\n      hosts: {}\n    inference:\n      hosts: {}\n"
+    )
+    return hosts
+
+
+def bmc(hosts: Path, *args: str) -> tuple[int, str]:
+    vault = hosts.parent / "vault-password"
+    result = CliRunner().invoke(
+        cli, ["bmc", *args, "-i", str(hosts), "--vault-password-file", str(vault)], catch_exceptions=False
+    )
+    return result.exit_code, result.output
+
+
+def requests_seen(server: Server) -> int:
+    return sum(
+        1 for line in server.log.read_text().splitlines() if '"GET /redfish' in line or '"POST /' in line
+    )
+
+
+def test_status_power_and_next_boot_are_what_libvirt_then_reports(server: Server, tmp_path: Path) -> None:
+    hosts = inventory(tmp_path, server)
+    code, out = bmc(hosts, "status", "--json")
+    assert code == 0, out
+    status = json.loads(out)["hosts"]["node1"]["status"]
+    assert status["power"] == "Off" and status["uuid"] == virsh("domuuid", server.domain)
+
+    code, out = bmc(hosts, "power", "on", "--limit", "node1", "--json")
+    assert code == 0, out
+    assert json.loads(out)["hosts"]["node1"]["done"] == "On"
+    assert virsh("domstate", server.domain) == "running"
+    code, out = bmc(hosts, "power", "on", "--limit", "node1")
+    assert code == 0 and "already on" in out
+
+    code, out = bmc(hosts, "boot-once", "pxe", "--limit", "node1", "--json")
+    assert code == 0, out
+    assert json.loads(out)["hosts"]["node1"]["status"]["boot_target"] == "Pxe"
+    # libvirt's own view: the NIC boots first, the disk after it (the emulator keeps it as the fallback).
+    xml = virsh("dumpxml", "--inactive", server.domain)
+    nic = xml[xml.index("<interface") : xml.index("</interface>")]
+    disk = xml[xml.index("<disk") : xml.index("</disk>")]
+    assert "<boot order='1'/>" in nic and "<boot order='1'/>" not in disk
+
+    code, out = bmc(hosts, "boot-once", "disk", "--limit", "node1")
+    assert code == 0 and "boot Hdd" in out, out
+    xml = virsh("dumpxml", "--inactive", server.domain)
+    assert "<boot order='1'/>" in xml[xml.index("<disk") : xml.index("</disk>")]
+
+    code, out = bmc(hosts, "power", "cycle", "--limit", "node1", "--json")
+    assert code == 0 and json.loads(out)["hosts"]["node1"]["done"] in ("PowerCycle", "ForceRestart"), out
+    assert virsh("domstate", server.domain) == "running"
+    code, out = bmc(hosts, "power", "off", "--limit", "node1")
+    assert code == 0, out
+    assert virsh("domstate", server.domain) == "shut off"
+    assert PASSWORD not in server.log.read_text() and PASSWORD not in out
+
+
+def test_a_wrong_password_or_an_untrusted_certificate_powers_nothing(server: Server, tmp_path: Path) -> None:
+    if virsh("domstate", server.domain) != "shut off":
+        virsh("destroy", server.domain)
+    hosts = inventory(tmp_path, server)
+    text = hosts.read_text()
+    # A second host whose BMC refuses the login: the good one is not powered either.
+    hosts.write_text(
+        text.replace(
+            "    model_mirror:",
+            "        node2:\n"
+            + "".join(
+                f"          {k}: {json.dumps(v)}\n"
+                for k, v in {
+                    "ansible_host": "10.0.9.12",
+                    "bmc_address": server.emulator.url,
+                    "bmc_user": USER,
+                    "bmc_password": "not-the-password",
+                    "bmc_ca_file": "bmc-ca.pem",
+                }.items()
+            )
+            + "    model_mirror:",
+        )
+    )
+    code, out = bmc(hosts, "power", "on", "--limit", "node1,node2")
+    assert code == 2, out
+    assert (
+        "node2: BMC https://127.0.0.1" in out and "refused the login" in out and "nothing was powered" in out
+    )
+    assert "Traceback" not in out and "not-the-password" not in out
+    assert virsh("domstate", server.domain) == "shut off"
+    # Without --limit, two servers are not powered off on a whim.
+    code, out = bmc(hosts, "power", "off")
+    assert code == 2 and "--limit" in out and "--yes" in out
+
+    # The BMC's certificate is not in the system's trust store: refused, never trusted anyway.
+    hosts = inventory(tmp_path, server, bmc_ca_file=None)
+    code, out = bmc(hosts, "power", "on", "--limit", "node1")
+    assert code == 2 and "certificate is not trusted" in out and "bmc_ca_file" in out, out
+    assert virsh("domstate", server.domain) == "shut off"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("bmc_address", "http://127.0.0.1:8000", "only https"),
+        ("bmc_address", "bmc node1", "neither an IP address nor a valid host name"),
+        ("bmc_password", None, "not set"),
+        ("bmc_ca_file", "no-such-ca.pem", "does not exist"),
+        ("bmc_protocol", "ipmi", "ipmi"),
+        ("netboot_firmware", "efi", "efi"),
+    ],
+)
+def test_bad_bmc_keys_are_named_before_any_bmc_is_asked(
+    server: Server, tmp_path: Path, key: str, value: object, says: str
+) -> None:
+    before = requests_seen(server)
+    hosts = inventory(tmp_path, server, **{key: value})
+    code, out = bmc(hosts, "power", "on", "--limit", "node1")
+    assert code == 2, out
+    assert f"{hosts}" in out and key in out and says in out, out
+    assert "Traceback" not in out
+    assert requests_seen(server) == before
