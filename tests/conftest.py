@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 import select
 from pathlib import Path
@@ -36,6 +37,14 @@ def trusted(text: str) -> str:
     except ImportError:
         return text
     return trust_as_template(text)  # a tagged str: str() would drop the mark
+
+
+@functools.cache
+def ansible_plugins() -> None:
+    """Ansible's plugins (lookups such as `file`) loaded once per test session, as a play has them."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    init_plugin_loader()
 
 
 def readline(stream: IO[str], timeout: float) -> str:

@@ -17,7 +17,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
-from tests.conftest import ROOT, trusted
+from tests.conftest import ROOT, ansible_plugins, trusted
 
 ROLES = ROOT / "roles"
 FACTS: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "tests" / "fixtures" / "os_facts.yml").read_text())
@@ -234,10 +234,7 @@ def test_preflight_accepts_exactly_the_supported_systems(system: str) -> None:
 
 @pytest.fixture(scope="module")
 def lookups() -> None:
-    """Ansible's plugins (the file lookup) loaded once, as a play has them."""
-    from ansible.plugins.loader import init_plugin_loader
-
-    init_plugin_loader()
+    ansible_plugins()
 
 
 @pytest.mark.parametrize("recorded", [["bookworm"], ["bookworm", "trixie"], None])

@@ -1,0 +1,190 @@
+"""Network boot from the lab's site: the netboot role on the mirror host (dnsmasq on the lab network,
+iPXE, Debian's installer from the site snapshot), and a blank libvirt VM on the same network, driven
+through its emulated BMC (sushy-tools), network-boots into the installer with its own preseed; nothing
+leaves the lab (its egress counter is unchanged). Then the server is no longer to be installed: its
+script sends it to its disk, its preseed is gone, and a second converge changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sovinfra import paths
+from sovinfra.cli import cli
+from sovinfra.lab import bmc_emulator, config, manager, vm
+from sovinfra.lab.model import encrypt
+from tests.integration.test_bmc_emulator import virsh
+
+pytestmark = pytest.mark.lab
+
+HOST = "pxe1"
+MAC = "52:54:00:5f:02:01"
+FILE = MAC.replace(":", "-")
+BOOT_BUDGET_S = 900  # TCG: the installer's kernel and initrd over TFTP, then its boot
+USER = "sovinfra-admin"
+PASSWORD = "bmc-" + uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Site:
+    inventory: Path
+    vault: Path
+    domain: str
+    console: Path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def on_mirror(command: str) -> str:
+    return subprocess.run(
+        [*manager.ssh_argv("mirror1"), command], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def netboot_log() -> str:
+    return on_mirror("journalctl -u sovinfra-netboot --no-pager -o cat")
+
+
+def apply(site: Site, *extra: str) -> dict:
+    code, out = invoke(
+        "apply", "netboot", "-i", str(site.inventory), "--limit", "mirror1", "--no-lock",
+        "--vault-password-file", str(site.vault), "--json", *extra,
+    )  # fmt: skip
+    assert code == 0, out
+    return json.loads(out[out.index("{") :])
+
+
+def _write_inventory(target: Path, address: str, bmc_url: str, ca_file: Path) -> tuple[Path, Path]:
+    shutil.copytree(paths.lab_inventory_dir(), target)
+    hosts_file = target / "hosts.yml"
+    doc = yaml.safe_load(hosts_file.read_text())
+    doc["all"]["children"]["netboot"] = {"hosts": {"mirror1": None}}
+    doc["all"]["children"]["provisioning"] = {"hosts": {HOST: {"ansible_host": address}}}
+    hosts_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    vault = paths.lab_dir() / "vault-password"
+    client_key = (paths.lab_dir() / "id_ed25519.pub").read_text().strip()
+    (target / "group_vars" / "netboot.yml").write_text(
+        yaml.safe_dump(
+            {"netboot_interface": "host0", "netboot_install": [HOST], "netboot_authorized_keys": [client_key]}
+        )
+    )
+    shutil.copy(ca_file, target / "bmc-ca.pem")
+    cipher = textwrap.indent(encrypt(PASSWORD, vault), "  ")
+    (target / "host_vars").mkdir(exist_ok=True)
+    (target / "host_vars" / f"{HOST}.yml").write_text(
+        f"netboot_mac: '{MAC}'\nnetboot_disk: /dev/vda\nnetboot_firmware: bios\n"
+        f"bmc_address: '{bmc_url}'\nbmc_user: {USER}\nbmc_ca_file: ../bmc-ca.pem\n"
+        f"bmc_password: !vault |\n{cipher}\n"
+    )
+    return target, vault
+
+
+@pytest.fixture(scope="module")
+def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    started = vm.ensure_libvirt(lambda _: None)
+    name = f"sovinfra-test-pxe-{os.getpid()}"
+    work = tmp_path_factory.mktemp("netboot")
+    disk = vm.POOL_DIR / f"{name}.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 4 << 30)
+    console = work / "console.log"
+    xml = work / "domain.xml"
+    xml.write_text(
+        textwrap.dedent(f"""\
+            <domain type='qemu'>
+              <name>{name}</name>
+              <memory unit='MiB'>1024</memory>
+              <vcpu>1</vcpu>
+              <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+              <devices>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/>
+                </disk>
+                <interface type='bridge'>
+                  <source bridge='{config.BRIDGE}'/><mac address='{MAC}'/><model type='virtio'/>
+                </interface>
+                <serial type='file'><source path='{console}'/><target port='0'/></serial>
+              </devices>
+            </domain>""")
+    )
+    virsh("define", str(xml))
+    emulator = None
+    try:
+        emulator = bmc_emulator.start(
+            work / "bmc", "127.0.0.1", 18000 + os.getpid() % 1000, USER, PASSWORD, [virsh("domuuid", name)]
+        )
+        address = str(config.subnet().network_address + 150)
+        inventory, vault = _write_inventory(work / "inventory", address, emulator.url, emulator.ca_file)
+        yield Site(inventory, vault, name, console)
+    finally:
+        if emulator:
+            bmc_emulator.stop(emulator.pid)
+        if virsh("domstate", name) != "shut off":
+            virsh("destroy", name)
+        virsh("undefine", name)
+        disk.unlink(missing_ok=True)
+        if started:
+            vm.stop_libvirt()
+
+
+def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: Site) -> None:
+    first = apply(site)
+    assert first["ok"] and first["hosts"]["mirror1"]["changed"] > 0, first
+    assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe").count("kernel debian-installer") == 1
+    egress_before = manager.egress_packets()
+
+    bmc = ("-i", str(site.inventory), "--vault-password-file", str(site.vault), "--limit", HOST)
+    code, out = invoke("bmc", "boot-once", "pxe", *bmc)
+    assert code == 0, out
+    code, out = invoke("bmc", "power", "on", *bmc)
+    assert code == 0, out
+
+    preseed_sent = re.compile(rf"sent \S*/hosts/{FILE}\.preseed to ")
+    deadline = time.monotonic() + BOOT_BUDGET_S
+    log = ""
+    while time.monotonic() < deadline:
+        log = netboot_log()
+        if preseed_sent.search(log):
+            break
+        time.sleep(10)
+    console = site.console.read_text(errors="replace") if site.console.exists() else ""
+    assert preseed_sent.search(log), (
+        f"no preseed fetched in {BOOT_BUDGET_S} s\n{log[-3000:]}\n{console[-3000:]}"
+    )
+    # The chain: DHCP for this MAC, iPXE's script, the server's own, the installer, then its preseed.
+    assert re.search(rf"DHCPACK\(host0\) \S+ {MAC} {HOST}", log), log[-3000:]
+    for sent in ("boot.ipxe", f"hosts/{FILE}.ipxe", "debian-installer/amd64/linux", "initrd.gz"):
+        assert re.search(rf"sent \S*/{re.escape(sent)} to ", log), sent
+    assert "Linux version" in console  # the installer's kernel runs, on its serial console
+    assert manager.egress_packets() == egress_before
+
+    code, out = invoke("bmc", "power", "off", *bmc)
+    assert code == 0, out
+
+
+def test_once_installed_the_server_boots_its_disk_and_the_role_is_idempotent(site: Site) -> None:
+    done = apply(site, "-e", '{"netboot_install": []}')
+    assert done["ok"] and done["hosts"]["mirror1"]["changed"] > 0, done
+    script = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe")
+    assert "kernel" not in script and "\nexit\n" in script
+    assert on_mirror(f"ls /srv/sovinfra/netboot/hosts/{FILE}.preseed 2>/dev/null || true").strip() == ""
+    again = apply(site, "-e", '{"netboot_install": []}')
+    assert again["ok"] and again["hosts"]["mirror1"]["changed"] == 0, again["changes"]
+    checked = apply(site, "-e", '{"netboot_install": []}', "--check")
+    assert checked["ok"] and checked["hosts"]["mirror1"]["changed"] == 0, checked["changes"]
