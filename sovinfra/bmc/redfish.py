@@ -139,12 +139,14 @@ def power(session: Session, action: str) -> str:
 
 def boot_once(session: Session, device: str) -> dict[str, str]:
     """Boot from `device` (pxe or disk) at the next start only, in the host's firmware mode when the
-    inventory names one; read back, since a BMC may accept a setting it does not keep."""
+    inventory names one (asked for only when the BMC reports another: a mode change is a firmware
+    change); read back, since a BMC may accept a setting it does not keep."""
     import sushy
 
     target = session.target
+    wanted = _MODES.get(target.firmware)
+    mode = wanted if wanted and status(session)["boot_mode"] != wanted else None
     try:
-        mode = _MODES.get(target.firmware)
         session.system.set_system_boot_options(
             target=sushy.BootSource(BOOT_DEVICES[device]),
             enabled=sushy.BootSourceOverrideEnabled.ONCE,

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from click.testing import CliRunner
 from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, vm
 from sovinfra.lab.model import encrypt
+from tests.blank_vm import domain_xml, virsh
 from tests.conftest import missing
 
 USER = "sovinfra-admin"
@@ -35,32 +35,10 @@ class Server:
     log: Path
 
 
-def virsh(*args: str) -> str:
-    return subprocess.run(
-        ["virsh", "-c", vm.LIBVIRT_URI, *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _domain_xml(name: str, disk: Path, mac: str) -> str:
-    return textwrap.dedent(f"""\
-        <domain type='qemu'>
-          <name>{name}</name>
-          <memory unit='MiB'>64</memory>
-          <vcpu>1</vcpu>
-          <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-          <devices>
-            <disk type='file' device='disk'>
-              <driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/>
-            </disk>
-            <interface type='user'><mac address='{mac}'/><model type='virtio'/></interface>
-          </devices>
-        </domain>""")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     disk.write_bytes(b"")
     os.truncate(disk, 16 << 20)  # an empty disk: nothing to boot
     xml = tmp_path_factory.mktemp("domain") / "domain.xml"
-    xml.write_text(_domain_xml(name, disk, "52:54:00:5f:01:01"))
+    nic = "<interface type='user'><mac address='52:54:00:5f:01:01'/><model type='virtio'/></interface>"
+    xml.write_text(domain_xml(name, disk, nic))
     virsh("define", str(xml))
     directory = tmp_path_factory.mktemp("bmc")
     emulator = None
@@ -106,6 +85,7 @@ def inventory(tmp: Path, server: Server, **overrides: object) -> Path:
         "bmc_user": USER,
         "bmc_password": "VAULTED",
         "bmc_ca_file": "bmc-ca.pem",
+        "netboot_firmware": "bios",
         **overrides,
     }
     lines = []
@@ -154,7 +134,9 @@ def test_status_power_and_next_boot_are_what_libvirt_then_reports(server: Server
 
     code, out = bmc(hosts, "boot-once", "pxe", "--limit", "node1", "--json")
     assert code == 0, out
-    assert json.loads(out)["hosts"]["node1"]["status"]["boot_target"] == "Pxe"
+    # In the host's firmware mode, which it already had: no firmware change was asked for.
+    status = json.loads(out)["hosts"]["node1"]["status"]
+    assert (status["boot_target"], status["boot_mode"]) == ("Pxe", "Legacy")
     # libvirt's own view: the NIC boots first, the disk after it (the emulator keeps it as the fallback).
     xml = virsh("dumpxml", "--inactive", server.domain)
     nic = xml[xml.index("<interface") : xml.index("</interface>")]

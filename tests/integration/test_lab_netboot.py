@@ -26,7 +26,7 @@ from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, config, manager, vm
 from sovinfra.lab.model import encrypt
-from tests.integration.test_bmc_emulator import virsh
+from tests.blank_vm import domain_xml, virsh
 
 pytestmark = pytest.mark.lab
 
@@ -105,24 +105,11 @@ def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathF
     os.truncate(disk, 4 << 30)
     console = work / "console.log"
     xml = work / "domain.xml"
-    xml.write_text(
-        textwrap.dedent(f"""\
-            <domain type='qemu'>
-              <name>{name}</name>
-              <memory unit='MiB'>1024</memory>
-              <vcpu>1</vcpu>
-              <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-              <devices>
-                <disk type='file' device='disk'>
-                  <driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/>
-                </disk>
-                <interface type='bridge'>
-                  <source bridge='{config.BRIDGE}'/><mac address='{MAC}'/><model type='virtio'/>
-                </interface>
-                <serial type='file'><source path='{console}'/><target port='0'/></serial>
-              </devices>
-            </domain>""")
+    nic = (
+        f"<interface type='bridge'><source bridge='{config.BRIDGE}'/><mac address='{MAC}'/>"
+        "<model type='virtio'/></interface>"
     )
+    xml.write_text(domain_xml(name, disk, nic, memory_mib=1024, console=console))
     virsh("define", str(xml))
     emulator = None
     try:
