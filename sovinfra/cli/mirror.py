@@ -366,7 +366,15 @@ def packages_sync(inventory: str | None, installed: bool, as_json: bool, store_p
     versioned = apt_plan.nvidia_need(inv, roles_dir)
     if installed:
         needed = sorted({*needed, *apt_plan.installed_need(_installed(inv), versioned)})
-    info = apt_snapshots.sync(store_path, upstreams, needed, arches, _log, versioned=versioned)
+    info = apt_snapshots.sync(
+        store_path,
+        upstreams,
+        needed,
+        arches,
+        _log,
+        versioned=versioned,
+        installer=apt_plan.serves_installer(inv),
+    )
     if as_json:
         click.echo(json.dumps(_snapshot_rows([info])[0]))
     else:

@@ -159,9 +159,28 @@ HOST_PACKAGE_VARS = {
 }
 
 
+# What Debian's installer takes from a snapshot besides named packages: its own components (udebs) and
+# the base system debootstrap installs by default (priority required is always in; important too).
+INSTALLER_TERMS = ("$PackageType (udeb)", "Priority (important)")
+
+
+def serves_installer(inv: model.Inventory) -> bool:
+    """Servers network-boot Debian's installer from this site (the inventory has netboot hosts)."""
+    return bool(inv.hosts_in("netboot"))
+
+
+def installer_packages(roles_dir: Path) -> set[str]:
+    """The netboot host's packages and what the installer puts on servers (roles/netboot/vars)."""
+    netboot = defaults.role_vars(roles_dir, "netboot")
+    keys = ("__netboot_server_packages", "__netboot_target_packages", "__netboot_installer_packages")
+    return {str(name) for key in keys for name in netboot.get(key) or []}
+
+
 def needed_packages(inv: model.Inventory, roles_dir: Path) -> list[str]:
     """Every package name the site's hosts install from the OS archive (dependencies are aptly's job)."""
     names = _role_lists(roles_dir)
+    if serves_installer(inv):
+        names |= installer_packages(roles_dir)
     runtimes = defaults.role_vars(roles_dir, "container_runtime", "Debian")
     engine_packages = runtimes.get("__container_runtime_packages", {})
     for host in sorted(inv.hosts):
@@ -284,12 +303,24 @@ def _or_providers(dependency: str) -> str:
     return f"{dependency} | Provides (% *{dependency}*)"
 
 
-def filter_query(packages: list[str], versioned: Sequence[Requirement] = (), more: Sequence[str] = ()) -> str:
+def filter_query(
+    packages: list[str],
+    versioned: Sequence[Requirement] = (),
+    more: Sequence[str] = (),
+    installer: bool = False,
+) -> str:
     """aptly's filter for the site's need: the named packages, the pinned versions, the base system
     (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one, or
-    that a flat upstream's packages have on each other; a bare name also by what provides it)."""
+    that a flat upstream's packages have on each other; a bare name also by what provides it); with
+    `installer`, what Debian's installer takes from the snapshot too."""
     return " | ".join(
-        ["Priority (required)", *packages, *(r.query() for r in versioned), *map(_or_providers, more)]
+        [
+            "Priority (required)",
+            *(INSTALLER_TERMS if installer else ()),
+            *packages,
+            *(r.query() for r in versioned),
+            *map(_or_providers, more),
+        ]
     )
 
 

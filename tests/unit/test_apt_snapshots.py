@@ -358,3 +358,28 @@ def test_provided_names_read_each_entry_of_each_field() -> None:
         "mail-transport-agent",
         "default-mta",
     }
+
+
+def test_the_installer_and_what_it_installs_are_in_only_for_a_site_that_network_boots(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    plain = _inventory(tmp_path / "plain", {})
+    need = set(apt_plan.needed_packages(plain, ROLES))
+    assert not apt_plan.serves_installer(plain)
+    assert not need & {"debian-installer-12-netboot-amd64", "dnsmasq-base", "ipxe", "grub-efi-amd64-signed"}
+    assert apt_plan.filter_query(["curl"]) == "Priority (required) | curl"
+
+    (tmp_path / "boots").mkdir()
+    _inventory(tmp_path / "boots", {})
+    doc = yaml.safe_load((tmp_path / "boots" / "hosts.yml").read_text())
+    doc["all"]["children"]["netboot"] = {"hosts": {"mirror1": None}}
+    (tmp_path / "boots" / "hosts.yml").write_text(yaml.safe_dump(doc))
+    booting = model.load(tmp_path / "boots")
+    assert apt_plan.serves_installer(booting)
+    need = set(apt_plan.needed_packages(booting, ROLES))
+    # The netboot host's own, and what the installer puts on servers (BIOS and UEFI boot loaders).
+    assert {"dnsmasq-base", "ipxe", "cpio", "debian-installer-12-netboot-amd64"} <= need
+    assert {"linux-image-amd64", "grub-pc", "grub-efi-amd64", "openssh-server", "python3", "sudo"} <= need
+    # The installer's components and the base system it installs by default come along in the filter.
+    assert apt_plan.filter_query(["curl"], installer=True) == (
+        "Priority (required) | $PackageType (udeb) | Priority (important) | curl"
+    )

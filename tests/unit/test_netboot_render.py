@@ -124,6 +124,8 @@ def test_the_server_to_install_gets_the_installer_every_other_its_disk() -> None
     assert "url=tftp://10.0.9.1/hosts/52-54-00-aa-00-01.preseed" in kernel
     assert "auto=true" in kernel and "priority=critical" in kernel and "hostname=gpu1" in kernel
     assert "initrd debian-installer/amd64/initrd.gz" in install and "\nboot\n" in install
+    # Laid over Debian's initrd: the installer's archive keyring is the site's key.
+    assert install.index("initrd.gz") < install.index("initrd debian-installer/amd64/site-keyring.cpio.gz")
     local = render(t, "host.ipxe.j2", client=found["gpu2"])
     assert [line for line in local.splitlines() if line and not line.startswith("#")] == ["exit"]
     boot = render(t, "boot.ipxe.j2")
@@ -147,6 +149,7 @@ def test_the_preseed_installs_from_the_site_snapshot_on_the_named_disk(
     assert settings["d-i mirror/suite"] == SNAPSHOT and settings["d-i mirror/udeb/suite"] == SNAPSHOT
     assert settings["d-i apt-setup/services-select"] == ""  # no security/updates from the internet
     assert settings["d-i debian-installer/allow_unauthenticated"] == "false"
+    assert settings["d-i apt-setup/local0/key"] == "tftp://10.0.9.1/site.gpg"
     assert settings["d-i partman-auto/disk"] == client["disk"] == settings["d-i grub-installer/bootdev"]
     assert settings["d-i partman-partitioning/choose_label"] == label
     assert ("d-i partman-efi/non_efi_system" in settings) is efi
