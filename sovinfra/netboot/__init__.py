@@ -1,0 +1,1 @@
+"""Network boot of servers from the site: reading what the netboot service saw."""

@@ -1,0 +1,81 @@
+"""How far each server got in its network boot, from the netboot service's log (pure: lines in, stages
+out). dnsmasq logs each DHCP answer with the MAC and each TFTP transfer with the file and the address; the
+stages are those a server passes in order, so the last one seen says where a stuck install stopped."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# In the order a server passes them.
+STAGES = ("dhcp", "ipxe", "installer", "preseed")
+MEANING = {
+    "": "no DHCP request seen: check the BMC's boot order, the NIC's MAC, the provisioning network",
+    "dhcp": "got its address; iPXE never asked for its script (the firmware did not chain to iPXE?)",
+    "ipxe": "got its boot script; the installer was not fetched (a disk boot, or iPXE stopped)",
+    "installer": "the installer was fetched; it never asked for its preseed (its kernel or network?)",
+    "preseed": "the installer is running with its preseed",
+}
+_STAMP = re.compile(r"^(\S+)\s")
+_SENT = re.compile(r"\bsent (\S+) to (\S+)")
+_NOT_FOUND = re.compile(r"\bfile (\S+) not found for (\S+)")
+
+
+@dataclass(frozen=True)
+class Client:
+    host: str
+    mac: str  # lower case, colons
+    address: str
+
+    @property
+    def file(self) -> str:
+        return self.mac.replace(":", "-")
+
+
+@dataclass
+class Progress:
+    host: str
+    seen: dict[str, str] = field(default_factory=dict)  # stage -> the log's time stamp of its last sighting
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def stage(self) -> str:
+        """The furthest stage seen ("" for none)."""
+        return next((s for s in reversed(STAGES) if s in self.seen), "")
+
+    def explain(self) -> str:
+        at = f" at {self.seen[self.stage]}" if self.stage else ""
+        error = f"; last error: {self.errors[-1]}" if self.errors else ""
+        return f"{self.host}: {self.stage or 'nothing'}{at}: {MEANING[self.stage]}{error}"
+
+
+def _stage_of_file(path: str, client: Client) -> str | None:
+    if path.endswith(f"/hosts/{client.file}.ipxe"):
+        return "ipxe"
+    if path.endswith(f"/hosts/{client.file}.preseed"):
+        return "preseed"
+    if path.endswith("/debian-installer/amd64/initrd.gz"):
+        return "installer"
+    return None
+
+
+def read(lines: list[str], clients: list[Client]) -> dict[str, Progress]:
+    """Each client's progress in `lines` (journalctl -o short-iso of the netboot service)."""
+    found = {c.host: Progress(c.host) for c in clients}
+    by_address = {c.address: c for c in clients}
+    for line in lines:
+        stamp = _STAMP.match(line)
+        when = stamp.group(1) if stamp else ""
+        for client in clients:
+            if "DHCPACK(" in line and f" {client.mac} " in f"{line} ":
+                found[client.host].seen["dhcp"] = when
+        sent = _SENT.search(line)
+        if sent and sent.group(2) in by_address:
+            client = by_address[sent.group(2)]
+            stage = _stage_of_file(sent.group(1), client)
+            if stage:
+                found[client.host].seen[stage] = when
+        missing = _NOT_FOUND.search(line)
+        if missing and missing.group(2) in by_address:
+            found[by_address[missing.group(2)].host].errors.append(f"{missing.group(1)} not found")
+    return found

@@ -1,0 +1,36 @@
+"""How far each server got in its network boot, read from the netboot service's log (pure). The lines are
+dnsmasq's, as journalctl -o short-iso prints them (the lab's, with a second server added)."""
+
+from __future__ import annotations
+
+from sovinfra.netboot import progress
+from tests.conftest import FIXTURES
+
+LOG = (FIXTURES / "netboot_journal.log").read_text()
+CLIENTS = [
+    progress.Client("pxe1", "52:54:00:5f:02:01", "10.213.7.150"),
+    progress.Client("pxe2", "52:54:00:5f:02:02", "10.213.7.151"),
+    progress.Client("pxe3", "52:54:00:5f:02:03", "10.213.7.152"),
+]
+
+
+def test_each_server_is_as_far_as_its_last_stage_seen() -> None:
+    seen = progress.read(LOG.splitlines(), CLIENTS)
+    assert seen["pxe1"].stage == "ipxe" and seen["pxe1"].errors == [
+        "/srv/sovinfra/netboot/hosts/debian-installer/amd64/linux not found"
+    ]
+    assert seen["pxe2"].stage == "preseed" and seen["pxe2"].seen["installer"] == "2026-12-03T22:36:52+0000"
+    assert seen["pxe3"].stage == "" and seen["pxe3"].seen == {}
+
+
+def test_what_was_last_seen_is_said_in_words() -> None:
+    seen = progress.read(LOG.splitlines(), CLIENTS)
+    assert seen["pxe1"].explain() == (
+        "pxe1: ipxe at 2026-12-03T22:35:02+0000: got its boot script; the installer was not fetched "
+        "(a disk boot, or iPXE stopped); last error: "
+        "/srv/sovinfra/netboot/hosts/debian-installer/amd64/linux not found"
+    )
+    assert "no DHCP request seen" in seen["pxe3"].explain()
+    # Another server's transfers, or a MAC that merely contains this one, are not this server's.
+    other = ["2026-12-03T22:40:00+0000 m dnsmasq-dhcp[1]: 7 DHCPACK(host0) 10.0.0.9 52:54:00:5f:02:011 x"]
+    assert progress.read(other, CLIENTS)["pxe1"].stage == ""
