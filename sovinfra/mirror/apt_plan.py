@@ -169,6 +169,14 @@ def serves_installer(inv: model.Inventory) -> bool:
     return bool(inv.hosts_in("netboot"))
 
 
+def installer_components(inv: model.Inventory, roles_dir: Path) -> bool:
+    """The installer's own components (udebs) and the base system go into the snapshot."""
+    value, where = _mirror_setting(inv, roles_dir, "model_mirror_apt_installer_components")
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: model_mirror_apt_installer_components must be true or false")
+    return serves_installer(inv) and value
+
+
 def installer_packages(roles_dir: Path) -> set[str]:
     """The netboot host's packages and what the installer puts on servers (roles/netboot/vars)."""
     netboot = defaults.role_vars(roles_dir, "netboot")

@@ -379,6 +379,7 @@ def test_the_installer_and_what_it_installs_are_in_only_for_a_site_that_network_
     # The netboot host's own, and what the installer puts on servers (BIOS and UEFI boot loaders).
     assert {"dnsmasq-base", "ipxe", "cpio", "debian-installer-12-netboot-amd64"} <= need
     assert {"linux-image-amd64", "grub-pc", "grub-efi-amd64", "openssh-server", "python3", "sudo"} <= need
+    assert apt_plan.installer_components(booting, ROLES) and not apt_plan.installer_components(plain, ROLES)
     # The installer's components and the base system it installs by default come along in the filter.
     assert apt_plan.filter_query(["curl"], installer=True) == (
         "Priority (required) | $PackageType (udeb) | Priority (important) | curl"

@@ -5,6 +5,7 @@ preseed, every other known server is sent to its disk, and the preseed installs 
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,7 +39,7 @@ def load(path: Path) -> Any:
     return LOADER.load_from_file(str(path), trusted_as_template=True)
 
 
-def templar(install: list[str]) -> Templar:
+def templar(install: list[str], keys: Path | None = None) -> Templar:
     ansible_plugins()  # the role reads its own defaults with the file lookup
     variables: dict[str, Any] = {
         **load(ROLE / "defaults" / "main.yml"),
@@ -50,6 +51,7 @@ def templar(install: list[str]) -> Templar:
         "__site_apt_snapshot_id": SNAPSHOT,
         "netboot_interface": "prov-0",
         "netboot_install": install,
+        "netboot_host_keys_dir": str(keys or "/nonexistent"),
         "netboot_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample control"],
         "ansible_facts": {
             "prov_0": {
@@ -156,3 +158,26 @@ def test_the_preseed_installs_from_the_site_snapshot_on_the_named_disk(
     assert settings["d-i time/zone"] == client["timezone"]
     assert settings["d-i passwd/root-password-crypted"] == "!"  # locked: keys only
     assert "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample control" in settings["d-i preseed/late_command"]
+
+
+def test_the_preseed_plants_the_host_key_sovinfra_made_and_only_that(tmp_path: Path) -> None:
+    from sovinfra.netboot import hostkeys
+
+    keys = tmp_path / "hostkeys"
+    (keys / "gpu1").mkdir(parents=True)
+    private = keys / "gpu1" / hostkeys.KEY_NAME
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(private)], check=True)
+    t = templar(["gpu1", "gpu2"], keys)
+    found = clients(t)
+    late = next(
+        line
+        for line in render(t, "preseed.cfg.j2", client=found["gpu1"]).splitlines()
+        if line.startswith("d-i preseed/late_command")
+    )
+    encoded = base64.b64encode(private.read_bytes().rstrip(b"\n")).decode()  # its newline added back there
+    assert f"echo '{encoded}' > /target/root/.hostkey.b64" in late
+    assert private.with_suffix(".pub").read_text().strip() in late
+    assert "{ base64 -d /root/.hostkey.b64; echo; } > /etc/ssh/ssh_host_ed25519_key" in late
+    # A server whose key was never made gets none: its own would be unknown, so never trusted.
+    other = render(t, "preseed.cfg.j2", client=found["gpu2"])
+    assert ".hostkey.b64" not in other and "ssh_host_ed25519_key" not in other
