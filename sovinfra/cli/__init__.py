@@ -29,6 +29,7 @@ COMMANDS = {
     "upgrade": "sovinfra.cli.upgrade:upgrade",
     "acceptance": "sovinfra.cli.acceptance:acceptance",
     "bmc": "sovinfra.cli.bmc:bmc",
+    "provision": "sovinfra.cli.provision:provision",
 }
 
 

@@ -8,35 +8,18 @@ interrupted rebuild is run again: every step converges or reads.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 
 import click
 
 from sovinfra import atomic, paths
 from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.steps import run as run_step
 from sovinfra.errors import UserError
 from sovinfra.fleet.state import read_states
 from sovinfra.inventory import site
 from sovinfra.lock import build, gate, schema
 from sovinfra.lock import rebuild as judge
-
-
-def _step(name: str, args: list[str]) -> dict:
-    """One sovinfra command; its progress goes to the terminal, its --json answer into the record."""
-    click.echo(f"== rebuild: {name}", err=True)
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "sovinfra", *args, "--json"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        answer = json.loads(done.stdout) if done.stdout.strip() else None
-    except ValueError:
-        answer = {"output": done.stdout[-2000:]}
-    return {"step": name, "exit_code": done.returncode, "seconds": round(time.monotonic() - started, 1),
-            "result": answer}  # fmt: skip
 
 
 @click.command()
@@ -82,13 +65,13 @@ def rebuild(
     vault = site.vault_password_file(vault_password_file, path)
     secrets = ["--vault-password-file", vault] if vault else []
     started = datetime.now(UTC)
-    steps = [_step("converge", ["apply", "site", *common, "--limit", host, *secrets])]
+    steps = [run_step("rebuild", "converge", ["apply", "site", *common, "--limit", host, *secrets])]
     if steps[-1]["exit_code"] == 0:
-        steps.append(_step("drift", ["drift", *common, "--limit", host]))
+        steps.append(run_step("rebuild", "drift", ["drift", *common, "--limit", host]))
         if host in inv.hosts_in("gpu_nodes"):
-            steps.append(_step("health", ["verify", "health", *common, "--limit", host]))
+            steps.append(run_step("rebuild", "health", ["verify", "health", *common, "--limit", host]))
         if host in inv.hosts_in("inference"):
-            steps.append(_step("load", ["verify", "load", *common, "--limit", host, *secrets]))
+            steps.append(run_step("rebuild", "load", ["verify", "load", *common, "--limit", host, *secrets]))
     record = {
         "host": host,
         "lock": str(lock_path),
