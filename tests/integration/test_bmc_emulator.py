@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, vm
 from sovinfra.lab.model import encrypt
+from sovinfra.netboot import hostkeys
 from tests.blank_vm import domain_xml, virsh
 from tests.conftest import missing
 
@@ -74,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             vm.stop_libvirt()
 
 
-def inventory(tmp: Path, server: Server, **overrides: object) -> Path:
+def inventory(tmp: Path, server: Server, netboot_host: bool = False, **overrides: object) -> Path:
     """A site whose node1 is the emulated server: password vaulted, the BMC's CA beside the hosts file."""
     vault_file = tmp / "vault-password"
     vault_file.write_text(uuid.uuid4().hex + "\n")
@@ -100,6 +102,7 @@ def inventory(tmp: Path, server: Server, **overrides: object) -> Path:
         "all:\n  children:\n    gpu_nodes:\n      hosts:\n        node1:\n"
         + textwrap.indent("\n".join(lines), "    ")
         + "\n    model_mirror:\n      hosts: {}\n    inference:\n      hosts: {}\n"
+        + ("    netboot:\n      hosts:\n        mirror1: {ansible_host: 10.0.9.5}\n" if netboot_host else "")
     )
     return hosts
 
@@ -219,3 +222,33 @@ def test_bad_bmc_keys_are_named_before_any_bmc_is_asked(
     assert f"{hosts}" in out and key in out and says in out, out
     assert "Traceback" not in out
     assert requests_seen(server) == before
+
+
+def test_provision_checks_everything_before_it_touches_a_server(server: Server, tmp_path: Path) -> None:
+    if virsh("domstate", server.domain) != "shut off":
+        virsh("destroy", server.domain)
+    hosts = inventory(tmp_path, server, netboot_mac="52:54:00:5f:01:01")
+    vault = hosts.parent / "vault-password"
+
+    def provision(hosts: Path) -> tuple[int, str]:
+        result = CliRunner().invoke(
+            cli, ["provision", "node1", "--yes", "-i", str(hosts), "--vault-password-file", str(vault)]
+        )
+        return result.exit_code, result.output
+
+    # No netboot host, no disk: both named, with their files and keys.
+    code, out = provision(hosts)
+    assert code == 2, out
+    assert "netboot: no host in group netboot" in out and "netboot_disk (host node1): not set" in out
+    assert "nothing was touched" in out and "Traceback" not in out
+    # A site that could install it, but its BMC refuses the login: no key made, nothing powered.
+    hosts = inventory(
+        tmp_path, server, netboot_host=True, netboot_mac="52:54:00:5f:01:01", netboot_disk="/dev/vda",
+        bmc_password="wrong",
+    )  # fmt: skip
+    before = requests_seen(server)
+    code, out = provision(hosts)
+    assert code == 2 and "refused the login" in out and "nothing was touched" in out, out
+    assert virsh("domstate", server.domain) == "shut off"
+    assert requests_seen(server) > before  # it did ask the BMC (and only logged in)
+    assert not (hostkeys.store(paths.project_root() / "roles") / "node1").exists()
