@@ -26,6 +26,7 @@ from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, config, manager, vm
 from sovinfra.lab.model import encrypt
+from sovinfra.netboot import hostkeys
 from tests.blank_vm import domain_xml, virsh
 
 pytestmark = pytest.mark.lab
@@ -190,3 +191,37 @@ def test_once_installed_the_server_boots_its_disk_and_the_role_is_idempotent(sit
     assert again["ok"] and again["hosts"]["mirror1"]["changed"] == 0, again["changes"]
     checked = apply(site, "-e", '{"netboot_install": []}', "--check")
     assert checked["ok"] and checked["hosts"]["mirror1"]["changed"] == 0, checked["changes"]
+
+
+def test_provision_drives_the_install_and_says_where_it_stopped(site: Site) -> None:
+    """The whole of `sovinfra provision` up to the install itself, which cannot complete here (no udebs):
+    it pins the key it made, boots the server into the installer with its preseed, sends its next boot to
+    the disk, and reports the server that does not come back with the last stage the netboot service saw."""
+    address = str(config.subnet().network_address + 150)
+    try:
+        code, out = invoke(
+            "provision", HOST, "--yes", "--budget-min", "5", "-i", str(site.inventory),
+            "--vault-password-file", str(site.vault), "--json",
+        )  # fmt: skip
+        record = json.loads(out[out.index("{") :])
+        assert code == 1 and not record["ok"], out
+        assert record["netboot"][HOST]["stage"] == "preseed", record["netboot"]
+        assert HOST in record["not_answering"]
+        assert [s["step"] for s in record["steps"]] == ["netboot: install", "netboot: installed"]
+        assert all(s["exit_code"] == 0 for s in record["steps"]), record["steps"]
+        # Its next boot is from its disk, and its preseed (with its private host key) is gone.
+        assert "\nexit\n" in on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe")
+        assert on_mirror(f"ls /srv/sovinfra/netboot/hosts/{FILE}.preseed 2>/dev/null || true").strip() == ""
+        # The key it made is the one pinned for the server's address.
+        public = (
+            hostkeys.store(paths.project_root() / "roles") / HOST / f"{hostkeys.KEY_NAME}.pub"
+        ).read_text()
+        pinned = (paths.lab_dir() / "known_hosts").read_text()
+        assert f"{address} {' '.join(public.split()[:2])}" in pinned.splitlines()
+    finally:
+        invoke("bmc", "power", "off", "-i", str(site.inventory), "--vault-password-file", str(site.vault),
+               "--limit", HOST)  # fmt: skip
+        subprocess.run(
+            ["ssh-keygen", "-q", "-R", address, "-f", str(paths.lab_dir() / "known_hosts")], check=False
+        )
+        shutil.rmtree(hostkeys.store(paths.project_root() / "roles") / HOST, ignore_errors=True)
