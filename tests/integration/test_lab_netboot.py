@@ -221,7 +221,7 @@ def test_provision_drives_the_install_and_says_where_it_stopped(site: Site) -> N
     finally:
         invoke("bmc", "power", "off", "-i", str(site.inventory), "--vault-password-file", str(site.vault),
                "--limit", HOST)  # fmt: skip
-        subprocess.run(
-            ["ssh-keygen", "-q", "-R", address, "-f", str(paths.lab_dir() / "known_hosts")], check=False
-        )
+        known = paths.lab_dir() / "known_hosts"
+        subprocess.run(["ssh-keygen", "-q", "-R", address, "-f", str(known)], check=False)
+        known.with_name("known_hosts.old").unlink(missing_ok=True)
         shutil.rmtree(hostkeys.store(paths.project_root() / "roles") / HOST, ignore_errors=True)
