@@ -150,7 +150,7 @@ def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathF
 
 def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: Site) -> None:
     # The site converge set it up; the installer's components are in the snapshot it serves.
-    assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe").count("kernel debian-installer") == 1
+    assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe").count("kernel /debian-installer/amd64/linux ") == 1
     egress_before = manager.egress_packets()
 
     booted = time.time()
