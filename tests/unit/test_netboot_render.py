@@ -97,7 +97,9 @@ def test_only_servers_with_a_mac_are_known_with_their_own_or_the_roles_values() 
 def test_dnsmasq_answers_only_listed_macs_on_the_provisioning_interface(tmp_path: Path) -> None:
     conf = render(templar(["gpu1"]), "dnsmasq.conf.j2")
     lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
-    assert "port=0" in lines  # no DNS
+    # Its own DNS for the installer (which asks for one): local names only, nothing forwarded.
+    assert {"no-resolv", "local=/#/", "dhcp-option=option:dns-server,10.0.9.1"} <= set(lines)
+    assert not [line for line in lines if line.startswith("server=")]
     assert "interface=prov-0" in lines and "bind-interfaces" in lines and "enable-tftp=prov-0" in lines
     assert "dhcp-range=10.0.9.0,static,255.255.255.0,1h" in lines  # no pool: unknown MACs get nothing
     assert [line for line in lines if line.startswith("dhcp-host=")] == [
