@@ -128,7 +128,7 @@ def test_the_server_to_install_gets_the_installer_every_other_its_disk() -> None
     assert "url=tftp://10.0.9.1/hosts/52-54-00-aa-00-01.preseed" in kernel
     assert "auto=true" in kernel and "priority=critical" in kernel and "hostname=gpu1" in kernel
     # Asked before the preseed is read (it comes over the network): a provisioning network has no router.
-    assert "netcfg/no_default_route=true" in kernel
+    assert "netcfg/no_default_route=true" in kernel and "netcfg/get_nameservers=10.0.9.1" in kernel
     assert "initrd /debian-installer/amd64/initrd.gz" in install and "\nboot\n" in install
     # Laid over Debian's initrd: the installer's archive keyring is the site's key.
     assert install.index("initrd.gz") < install.index("initrd /debian-installer/amd64/site-keyring.cpio.gz")
