@@ -3,8 +3,11 @@ emulator reports as Legacy), no OS: what a new server is to its BMC."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from sovinfra.lab import vm
@@ -39,3 +42,27 @@ def domain_xml(name: str, disk: Path, nic: str, memory_mib: int = 64, console: P
             {serial}
           </devices>
         </domain>""")
+
+
+@contextlib.contextmanager
+def defined(
+    name: str, work: Path, nic: str, memory_mib: int = 64, console: Path | None = None
+) -> Iterator[str]:
+    """A blank VM defined (libvirt's daemons started when they were not), and gone afterwards: its
+    domain, its disk, the daemons this started."""
+    started = vm.ensure_libvirt(lambda _: None)
+    disk = vm.POOL_DIR / f"{name}.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 4 << 30)  # sparse: nothing is written to it
+    xml = work / f"{name}.xml"
+    xml.write_text(domain_xml(name, disk, nic, memory_mib, console))
+    virsh("define", str(xml))
+    try:
+        yield name
+    finally:
+        if virsh("domstate", name) != "shut off":
+            virsh("destroy", name)
+        virsh("undefine", name)
+        disk.unlink(missing_ok=True)
+        if started:
+            vm.stop_libvirt()

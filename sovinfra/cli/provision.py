@@ -22,6 +22,7 @@ import click
 
 from sovinfra import paths
 from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.steps import echo_table
 from sovinfra.cli.steps import run as run_step
 from sovinfra.errors import UserError
 from sovinfra.inventory import defaults, formats, secrets, site
@@ -190,10 +191,7 @@ def provision(
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        for s in steps:
-            click.echo(
-                f"{s['step']:<20} {'ok' if s['exit_code'] == 0 else 'FAILED':<7} {s['seconds']:>7.1f} s"
-            )
+        echo_table(steps)
         for host, error in not_answering.items():
             last = seen[host].explain() if host in seen else f"{host}: never network-booted"
             click.echo(f"{host}: did not come back ({error}); last seen: {last}")

@@ -14,6 +14,7 @@ import click
 
 from sovinfra import atomic, paths
 from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.steps import echo_table
 from sovinfra.cli.steps import run as run_step
 from sovinfra.errors import UserError
 from sovinfra.fleet.state import read_states
@@ -87,10 +88,7 @@ def rebuild(
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        for s in steps:
-            click.echo(
-                f"{s['step']:<10} {'ok' if s['exit_code'] == 0 else 'FAILED':<7} {s['seconds']:>7.1f} s"
-            )
+        echo_table(steps)
         click.echo(f"{host}: {'rebuilt' if record['ok'] else 'NOT rebuilt'}; record: {out}")
     if not record["ok"]:
         raise SystemExit(1)

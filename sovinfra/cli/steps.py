@@ -24,3 +24,12 @@ def run(verb: str, name: str, args: list[str]) -> dict:
         answer = {"output": done.stdout[-2000:]}
     return {"step": name, "exit_code": done.returncode, "seconds": round(time.monotonic() - started, 1),
             "result": answer}  # fmt: skip
+
+
+def echo_table(steps: list[dict]) -> None:
+    """One line per step: its name, ok or FAILED, its seconds."""
+    width = max((len(s["step"]) for s in steps), default=0) + 2
+    for s in steps:
+        click.echo(
+            f"{s['step']:<{width}} {'ok' if s['exit_code'] == 0 else 'FAILED':<7} {s['seconds']:>7.1f} s"
+        )

@@ -20,10 +20,11 @@ from click.testing import CliRunner
 
 from sovinfra import paths
 from sovinfra.cli import cli
-from sovinfra.lab import bmc_emulator, vm
+from sovinfra.lab import bmc_emulator
 from sovinfra.lab.model import encrypt
 from sovinfra.netboot import hostkeys
-from tests.blank_vm import domain_xml, virsh
+from tests import blank_vm
+from tests.blank_vm import virsh
 from tests.conftest import missing
 
 USER = "sovinfra-admin"
@@ -49,31 +50,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         missing("libvirt VMs need root")
     if not shutil.which("virsh") or not shutil.which("libvirtd"):
         missing("libvirt is not installed (scripts/setup installs it)")
-    started = vm.ensure_libvirt(lambda _: None)
-    name = f"sovinfra-test-bmc-{os.getpid()}"
-    disk = vm.POOL_DIR / f"{name}.raw"
-    disk.write_bytes(b"")
-    os.truncate(disk, 16 << 20)  # an empty disk: nothing to boot
-    xml = tmp_path_factory.mktemp("domain") / "domain.xml"
     nic = "<interface type='user'><mac address='52:54:00:5f:01:01'/><model type='virtio'/></interface>"
-    xml.write_text(domain_xml(name, disk, nic))
-    virsh("define", str(xml))
-    directory = tmp_path_factory.mktemp("bmc")
-    emulator = None
-    try:
+    work = tmp_path_factory.mktemp("bmc")
+    with blank_vm.defined(f"sovinfra-test-bmc-{os.getpid()}", work, nic) as name:
         emulator = bmc_emulator.start(
-            directory, "127.0.0.1", _free_port(), USER, PASSWORD, [virsh("domuuid", name)]
+            work, "127.0.0.1", _free_port(), USER, PASSWORD, [virsh("domuuid", name)]
         )
-        yield Server(name, emulator, directory / "emulator.log")
-    finally:
-        if emulator:
+        try:
+            yield Server(name, emulator, work / "emulator.log")
+        finally:
             bmc_emulator.stop(emulator.pid)
-        if virsh("domstate", name) != "shut off":
-            virsh("destroy", name)
-        virsh("undefine", name)
-        disk.unlink(missing_ok=True)
-        if started:
-            vm.stop_libvirt()
 
 
 def inventory(tmp: Path, server: Server, netboot_host: bool = False, **overrides: object) -> Path:

@@ -24,10 +24,11 @@ from click.testing import CliRunner
 
 from sovinfra import paths
 from sovinfra.cli import cli
-from sovinfra.lab import bmc_emulator, config, manager, vm
+from sovinfra.lab import bmc_emulator, config, manager
 from sovinfra.lab.model import encrypt
 from sovinfra.netboot import hostkeys
-from tests.blank_vm import domain_xml, virsh
+from tests import blank_vm
+from tests.blank_vm import virsh
 
 pytestmark = pytest.mark.lab
 
@@ -102,55 +103,41 @@ def _write_inventory(target: Path, address: str, bmc_url: str, ca_file: Path) ->
 
 @pytest.fixture(scope="module")
 def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    started = vm.ensure_libvirt(lambda _: None)
-    name = f"sovinfra-test-pxe-{os.getpid()}"
     work = tmp_path_factory.mktemp("netboot")
-    disk = vm.POOL_DIR / f"{name}.raw"
-    disk.write_bytes(b"")
-    os.truncate(disk, 4 << 30)
     console = work / "console.log"
-    xml = work / "domain.xml"
     nic = (
         f"<interface type='bridge'><source bridge='{config.BRIDGE}'/><mac address='{MAC}'/>"
         "<model type='virtio'/></interface>"
     )
-    xml.write_text(domain_xml(name, disk, nic, memory_mib=1024, console=console))
-    virsh("define", str(xml))
-    emulator = None
-    try:
+    with blank_vm.defined(f"sovinfra-test-pxe-{os.getpid()}", work, nic, 1024, console) as name:
         emulator = bmc_emulator.start(
             work / "bmc", "127.0.0.1", 18000 + os.getpid() % 1000, USER, PASSWORD, [virsh("domuuid", name)]
         )
-        address = str(config.subnet().network_address + 150)
-        inventory, vault = _write_inventory(work / "inventory", address, emulator.url, emulator.ca_file)
-        # As an operator adds network boot to a site: a snapshot that holds the installer, then the mirror
-        # host converged onto it (its netboot role too).
-        code, out = invoke("mirror", "packages", "sync", "-i", str(inventory), "--json")
-        assert code == 0, out
-        code, out = invoke(
-            "apply", "-i", str(inventory), "--limit", "mirror1", "--no-lock",
-            "--vault-password-file", str(vault), "--json",
-        )  # fmt: skip
-        assert code == 0, out
-        yield Site(inventory, vault, name, console)
-    finally:
-        # Nothing answers DHCP on the lab's network after this module (the service is not in its inventory).
-        subprocess.run(
-            [*manager.ssh_argv("mirror1"), "systemctl disable --now sovinfra-netboot"], check=False
-        )
-        if emulator:
+        try:
+            address = str(config.subnet().network_address + 150)
+            inventory, vault = _write_inventory(work / "inventory", address, emulator.url, emulator.ca_file)
+            # As an operator adds network boot to a site: a snapshot that holds the installer, then the
+            # mirror host converged onto it (its netboot role too).
+            code, out = invoke("mirror", "packages", "sync", "-i", str(inventory), "--json")
+            assert code == 0, out
+            code, out = invoke(
+                "apply", "-i", str(inventory), "--limit", "mirror1", "--no-lock",
+                "--vault-password-file", str(vault), "--json",
+            )  # fmt: skip
+            assert code == 0, out
+            yield Site(inventory, vault, name, console)
+        finally:
+            # Nothing answers DHCP on the lab's network after this module (it is not in the lab's inventory).
+            subprocess.run(
+                [*manager.ssh_argv("mirror1"), "systemctl disable --now sovinfra-netboot"], check=False
+            )
             bmc_emulator.stop(emulator.pid)
-        if virsh("domstate", name) != "shut off":
-            virsh("destroy", name)
-        virsh("undefine", name)
-        disk.unlink(missing_ok=True)
-        if started:
-            vm.stop_libvirt()
 
 
 def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: Site) -> None:
     # The site converge set it up; the installer's components are in the snapshot it serves.
-    assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe").count("kernel /debian-installer/amd64/linux ") == 1
+    script = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe")
+    assert script.count("kernel /debian-installer/amd64/linux ") == 1
     egress_before = manager.egress_packets()
 
     booted = time.time()
