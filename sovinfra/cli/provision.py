@@ -76,7 +76,7 @@ def _watch(inv: Inventory, clients: list[Any], since: str, deadline: float) -> d
     said: dict[str, str] = {}
     while True:
         reads = read_all(inv, sorted(inv.hosts_in("netboot")), NetbootLog, kwargs={"since": since})
-        lines = [line for r in reads.values() if r.reachable for line in r.value]
+        lines = [line for r in reads.values() if r.reachable for line in r.value or []]  # none yet: None
         seen = progress.read(lines, clients)
         for host, p in seen.items():
             if p.stage and said.get(host) != p.stage:
