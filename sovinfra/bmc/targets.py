@@ -24,6 +24,15 @@ class BmcTarget:
     firmware: str  # "bios", "uefi" or "" (leave the BMC's boot mode as it is)
 
 
+def role_defaults(roles_dir: Path) -> dict[str, Any]:
+    """What a host that sets nothing gets: the bmc role's defaults, and the netboot role's firmware mode
+    (the mode its preseed partitions for is the one the BMC is asked to boot in)."""
+    from sovinfra.inventory import defaults
+
+    netboot = defaults.role_defaults(roles_dir, "netboot")
+    return {**defaults.role_defaults(roles_dir, "bmc"), "netboot_firmware": netboot["netboot_firmware"]}
+
+
 def with_bmc(inv: Inventory, hosts: list[str]) -> list[str]:
     """The hosts whose inventory names a BMC."""
     return [h for h in hosts if host_vars(inv, h).get("bmc_address")]

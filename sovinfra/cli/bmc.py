@@ -15,7 +15,7 @@ import click
 from sovinfra import paths
 from sovinfra.cli.options import limit_option, vault_password_option
 from sovinfra.errors import UserError
-from sovinfra.inventory import defaults, secrets, site
+from sovinfra.inventory import secrets, site
 from sovinfra.inventory.model import select_hosts
 
 FAN_OUT = 16  # BMCs asked at once (each answers in about a second; a rack is 16-40 of them)
@@ -32,7 +32,7 @@ def _targets(inventory_path: str | None, limit: str | None, vault_password_file:
         if not hosts:
             raise UserError(f"{inv.hosts_file}: bmc_address: no host of the inventory sets it")
     vault = secrets.vault_lib(site.vault_password_file(vault_password_file, path))
-    role = defaults.role_defaults(paths.project_root() / "roles", "bmc")
+    role = targets.role_defaults(paths.project_root() / "roles")
     return targets.collect(inv, hosts, role, vault)
 
 

@@ -25,7 +25,7 @@ from sovinfra.cli.options import vault_password_option
 from sovinfra.cli.steps import echo_table
 from sovinfra.cli.steps import run as run_step
 from sovinfra.errors import UserError
-from sovinfra.inventory import defaults, formats, secrets, site
+from sovinfra.inventory import formats, secrets, site
 from sovinfra.inventory.model import Inventory, host_vars, var_file
 
 POLL_S = 10
@@ -127,9 +127,7 @@ def provision(
     clients = _clients(inv, chosen)
     roles_dir = paths.project_root() / "roles"
     vault_file = site.vault_password_file(vault_password_file, path)
-    bmcs = targets.collect(
-        inv, chosen, defaults.role_defaults(roles_dir, "bmc"), secrets.vault_lib(vault_file)
-    )
+    bmcs = targets.collect(inv, chosen, targets.role_defaults(roles_dir), secrets.vault_lib(vault_file))
     sessions = []
     for target in bmcs:  # every BMC answers and takes the login before any server is touched
         try:

@@ -12,7 +12,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from sovinfra import paths
 from sovinfra.bmc import targets
 from sovinfra.errors import UserError
-from sovinfra.inventory import defaults, formats, model, site
+from sovinfra.inventory import formats, model, site
 
 VAULT = VaultLib([("default", VaultSecret(b"pw"))])
 
@@ -80,7 +80,7 @@ def _site(tmp: Path, node1: dict, node2: dict | None = None) -> model.Inventory:
 
 
 def _role() -> dict:
-    return defaults.role_defaults(paths.project_root() / "roles", "bmc")
+    return targets.role_defaults(paths.project_root() / "roles")
 
 
 def test_targets_resolve_the_ca_beside_the_file_that_names_it_and_decrypt_the_password(
@@ -101,7 +101,7 @@ def test_targets_resolve_the_ca_beside_the_file_that_names_it_and_decrypt_the_pa
         "admin",
         "s3cret",
         "",
-        "",
+        "uefi",  # the netboot role's default: the mode its preseed partitions for
     )
     assert Path(t.ca_file) == tmp_path / "host_vars" / ".." / "ca.pem" and t.timeout_s == 30
     assert "s3cret" not in repr(t)
