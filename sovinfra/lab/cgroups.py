@@ -20,8 +20,9 @@ from pathlib import Path
 from sovinfra.lab import config
 
 ROOT = Path("/sys/fs/cgroup")
-# Where the host's processes are placed: nspawn itself needs memory and systemd's own; cpu for the weight.
-HIERARCHIES = ("memory", "systemd", "unified", "cpu")
+# Where the host's processes are placed: nspawn itself needs memory and systemd's own; cpu for the weight;
+# cpuacct for the host's own CPU time (`cpu_seconds`), where it is a hierarchy of its own.
+HIERARCHIES = ("memory", "systemd", "unified", "cpu", "cpuacct")
 # The lab's CPU weight against one process of this machine's (1024 on cgroup v1, 100 on v2): a load client
 # keeps about 4/5 of a core however busy the nodes are.
 CPU_SHARES = 256
@@ -100,3 +101,18 @@ def remove(host: str | None = None) -> list[Path]:
 
 def leftovers() -> list[Path]:
     return [p for p in _lab_roots() if p.exists()]
+
+
+def cpu_seconds(host: str) -> float:
+    """CPU time the host's processes (its containers included) have used since it started: cpuacct.usage
+    (nanoseconds) on cgroup v1, cpu.stat's usage_usec on v2."""
+    for hierarchy in _hierarchies():
+        group = hierarchy / config.CGROUP_NAME / host
+        if (group / "cpuacct.usage").exists():
+            return int((group / "cpuacct.usage").read_text()) / 1e9
+        if (group / "cpu.stat").exists():
+            for line in (group / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+    raise FileNotFoundError(f"no CPU accounting for lab host {host} under {ROOT}")

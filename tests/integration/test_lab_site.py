@@ -11,7 +11,7 @@ import testinfra
 from click.testing import CliRunner
 
 from sovinfra.cli import cli
-from sovinfra.lab import config, hosts, manager
+from sovinfra.lab import cgroups, config, hosts, manager
 from sovinfra.lab.state import LabState
 from sovinfra.mirror import apt_snapshots
 
@@ -39,6 +39,16 @@ def test_up_twice_duplicates_nothing(lab: LabState) -> None:
     assert len(hosts.stray_pids()) == 3
     links = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True)
     assert links.stdout.count(f"{config.BRIDGE}:") == 1
+
+
+def test_each_host_is_charged_its_own_cpu(lab: LabState, lab_inventory: str) -> None:
+    """The converge benchmark splits the lab hosts' CPU from the control node's by the hosts' cgroups."""
+    node = testinfra.get_host("ansible://gpu1", ansible_inventory=f"{lab_inventory}/hosts.yml")
+    before = {name: cgroups.cpu_seconds(name) for name in ("gpu1", "gpu2")}
+    node.run("timeout 2 sh -c 'while :; do :; done'")
+    spent = {name: cgroups.cpu_seconds(name) - before[name] for name in before}
+    assert spent["gpu1"] > 1.0, spent  # two seconds of a busy loop, on a core shared with the suite
+    assert spent["gpu2"] < 0.5 * spent["gpu1"], spent
 
 
 def test_site_converges_then_reports_nothing_to_change(lab_inventory: str, converged: dict) -> None:
