@@ -4,7 +4,9 @@
            nginx holding the same bytes (target >= 0.95x);
   node pull: `sovinfra mirror pull` (every byte sha256-verified) vs `curl -o` of the same bytes
            (target >= 0.8x), and vs huggingface_hub (which verifies nothing);
-  import:  `sovinfra mirror import` hashing+copy rate vs hashlib sha256 on one core (target >= 0.9x).
+  import:  `sovinfra mirror import` (hash, copy, fsync) vs its honest limit, the slower of hashlib sha256
+           on one core and writing the same bytes from memory to the same filesystem with fsync
+           (target >= 0.9x; the ratio to hashlib alone is printed too).
 Usage: python3 benchmarks/mirror_throughput.py [--gib 1.0]
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sovinfra.mirror import importer, publish, pull, serve
-from sovinfra.mirror.store import Store
+from sovinfra.mirror.store import CHUNK, Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.tiny_model import make_tiny_model
@@ -38,6 +40,19 @@ def best(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         runs.append(time.perf_counter() - start)
     return statistics.median(runs)
+
+
+def write_synced(data: bytes, path: Path) -> None:
+    """The bytes onto disk the fastest plain way: store-sized writes from memory, one fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        for offset in range(0, len(view), CHUNK):
+            os.write(fd, view[offset : offset + CHUNK])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def plain_nginx_conf(root: Path, prefix: Path, port: int, commit: str, sha256: str) -> str:
@@ -62,7 +77,9 @@ def main() -> None:
                 fh.write(os.urandom(2**24))
         weights = (model / "model.safetensors").read_bytes()
         hashlib_s = best(lambda: hashlib.sha256(weights).hexdigest())
+        write_s = best(lambda: write_synced(weights, tmp / "written"))
         weights = b""
+        limit_s = max(hashlib_s, write_s)
 
         def do_import() -> None:
             shutil.rmtree(tmp / "store", ignore_errors=True)
@@ -70,9 +87,11 @@ def main() -> None:
 
         import_s = best(do_import)
         print(f"hashlib sha256, one core:         {size / hashlib_s / 1e9:6.2f} GB/s (anchor)")
+        print(f"write + fsync, same filesystem:   {size / write_s / 1e9:6.2f} GB/s (anchor)")
         print(
             f"mirror import (hash+copy+fsync):  {size / import_s / 1e9:6.2f} GB/s  "
-            f"= {hashlib_s / import_s:.2f}x (target >= 0.9x)"
+            f"= {limit_s / import_s:.2f}x of the slower anchor (target >= 0.9x), "
+            f"{hashlib_s / import_s:.2f}x of hashlib"
         )
 
         store = Store(tmp / "store")

@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,6 +70,45 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_hashing(source: BinaryIO, fd: int, store_root: Path) -> tuple[str, int, list[bytes]]:
+    """Copy a stream to fd and fsync it, hashing the same bytes; returns sha256, size and, for a small
+    stream, its chunks (its git blob id needs them).
+
+    Write-behind: one thread writes chunk k while this one hashes it and reads k+1 (hashlib and os.write
+    both let go of the GIL), so a copy costs the slower of hashing and writing, not their sum. The bytes
+    written are the bytes hashed: each chunk is one immutable object. A failed write (a full disk) is the
+    store's error, named, not a traceback."""
+    sha256 = hashlib.sha256()
+    small: list[bytes] = []
+    size = 0
+
+    def written(pending: Future[None] | None) -> None:
+        try:
+            if pending:
+                pending.result()
+        except OSError as exc:
+            raise UserError(f"{store_root}: cannot write a blob: {exc.strerror or exc}") from exc
+
+    with ThreadPoolExecutor(1) as writer:
+        pending: Future[None] | None = None
+        while chunk := source.read(CHUNK):
+            written(pending)
+            pending = writer.submit(_write_all, fd, chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+            if size <= names.LFS_MIN_SIZE:
+                small.append(chunk)
+        written(pending)
+        written(writer.submit(os.fsync, fd))
+    return sha256.hexdigest(), size, small
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -89,21 +129,12 @@ class Store:
         """
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        sha256 = hashlib.sha256()
-        chunks: list[bytes] = []
         fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="blob-")
-        size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    sha256.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if size <= names.LFS_MIN_SIZE:
-                        chunks.append(chunk)  # small files also need their git blob id
-                out.flush()
-                os.fsync(out.fileno())
-            hexdigest = sha256.hexdigest()
+            try:
+                hexdigest, size, chunks = _copy_hashing(source, fd, self.root)
+            finally:
+                os.close(fd)
             if expected_sha256 and hexdigest != expected_sha256:
                 raise UserError(f"content hash {hexdigest} differs from the expected {expected_sha256}")
             target = self.blob_path(hexdigest)

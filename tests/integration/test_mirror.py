@@ -134,6 +134,27 @@ def test_interrupted_import_leaves_nothing_visible_and_resumes(
     assert s.repos() == [REPO]
 
 
+def test_an_import_that_cannot_write_says_so_and_leaves_nothing(tiny: Path, tmp_path: Path) -> None:
+    """A write refused mid-blob (a full disk; here the file size limit, whose signal is ignored as a daemon
+    would) is one line naming the store, no traceback, and nothing published or left in tmp."""
+    root = tmp_path / "store"
+    limit = 4 * 2**20  # past the small files, inside the 24 MiB weights
+    code = (
+        "import resource, signal, sys; from sovinfra.cli import main; "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        "sys.argv = ['sovinfra', *sys.argv[1:]]; main()"
+    )
+    args = ["mirror", "import", str(tiny), "--repo", REPO, "--store", str(root)]
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{root}: cannot write a blob: File too large" in done.stderr
+    s = Store(root)
+    assert s.repos() == [] and s.commits(REPO) == []
+    assert not any((root / "tmp").iterdir())
+
+
 def _size(path: Path) -> int:
     """A temporary file's size, 0 once the import has renamed it into the store."""
     try:
