@@ -19,6 +19,7 @@ from sovinfra.ansible.strategy import Strategy
 from sovinfra.errors import UserError
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
+MIN_FORKS = 5  # Ansible's own default
 MAX_FORKS = 64
 
 
@@ -48,7 +49,7 @@ class RunResult:
 
 def forks_for(host_count: int) -> int:
     """One fork per host up to a ceiling: a fleet converges in one wave, not in batches of 5."""
-    return max(5, min(host_count, MAX_FORKS))
+    return max(MIN_FORKS, min(host_count, MAX_FORKS))
 
 
 def command(run: PlaybookRun, extra_vars_file: Path | None = None) -> list[str]:

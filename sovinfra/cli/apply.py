@@ -69,16 +69,27 @@ class Progress:
 
 
 def run_with_progress(
-    run: runner.PlaybookRun, vault: str | None, host_count: int, strategy_name: str, quiet: bool
+    run: runner.PlaybookRun,
+    vault: str | None,
+    host_count: int,
+    strategy_name: str,
+    quiet: bool,
+    forks: int | None = None,
 ) -> tuple[runner.RunResult, strategies.Strategy]:
     """A playbook run as the verbs run one: the vault password file, the chosen strategy (saying so when it
-    falls back), live progress unless quiet."""
+    falls back), live progress unless quiet; `forks` None sizes them to the inventory."""
     if vault:
         run.extra_args += ["--vault-password-file", vault]
     strategy = strategies.for_run(strategy_name)
     if strategy.notice:
         click.echo(f"notice: running Ansible's linear strategy: {strategy.notice}", err=True)
-    result = runner.run_playbook(run, host_count, on_event=Progress(quiet=quiet), strategy=strategy)
+    result = runner.run_playbook(
+        run,
+        host_count,
+        on_event=Progress(quiet=quiet),
+        env_overrides={"ANSIBLE_FORKS": str(forks)} if forks else None,
+        strategy=strategy,
+    )
     return result, strategy
 
 
@@ -102,6 +113,11 @@ def _print_recap(result: runner.RunResult) -> None:
     "--no-lock", is_flag=True, help="ignore the inventory's sovinfra.lock (to add a new kind of host)"
 )
 @strategy_option
+@click.option(
+    "--forks",
+    type=click.IntRange(1, 1000),
+    help=f"hosts worked on at once (default: one per host, {runner.MIN_FORKS} to {runner.MAX_FORKS})",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")
 def apply(
     playbook: str,
@@ -115,6 +131,7 @@ def apply(
     vault_password_file: str | None,
     no_lock: bool,
     strategy_name: str,
+    forks: int | None,
     as_json: bool,
 ) -> None:
     """Run PLAYBOOK (default: site) against the inventory."""
@@ -130,7 +147,7 @@ def apply(
     if skip_tags:
         run.extra_args += ["--skip-tags", skip_tags]
     vault = site.vault_password_file(vault_password_file, path)
-    result, strategy = run_with_progress(run, vault, len(inv.hosts), strategy_name, quiet=as_json)
+    result, strategy = run_with_progress(run, vault, len(inv.hosts), strategy_name, as_json, forks)
     if as_json:
         click.echo(
             json.dumps(
