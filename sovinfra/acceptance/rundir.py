@@ -142,6 +142,11 @@ def accept(run_dir: Path, baseline_dir: Path, force: bool) -> str:
     return run
 
 
+def home(inventory_dir: Path) -> Path:
+    """Where an inventory's acceptance runs (runs/) and its accepted baseline (baseline/) live."""
+    return inventory_dir / "acceptance"
+
+
 def current(baseline_dir: Path) -> Path | None:
     """The accepted run in a baseline directory (None when nothing was accepted yet)."""
     pointer = baseline_dir / CURRENT

@@ -21,8 +21,10 @@ from sovinfra.inventory.model import select_hosts
 
 
 def _home(inventory_path: str | None) -> Path:
+    from sovinfra.acceptance import rundir
+
     path = site.resolve(inventory_path)
-    return (path if path.is_dir() else path.parent) / "acceptance"
+    return rundir.home(path if path.is_dir() else path.parent)
 
 
 def _run_dir(run: str, inventory_path: str | None) -> Path:

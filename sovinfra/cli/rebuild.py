@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import click
 
 from sovinfra import atomic, paths
+from sovinfra.acceptance import rundir
 from sovinfra.cli.options import vault_password_option
 from sovinfra.cli.steps import echo_table
 from sovinfra.cli.steps import run as run_step
@@ -58,6 +59,7 @@ def rebuild(
     if differs and not other_machine:
         raise UserError(f"{host}: not the machine the lock recorded: {'; '.join(differs)} "
                         "(--other-machine after replacing hardware on purpose)")  # fmt: skip
+    baseline = rundir.current(rundir.home(inv.hosts_file.parent) / "baseline")  # a bad pointer: named here
     if not yes:
         click.confirm(
             f"Converge {host} from {lock_path.name} (snapshot {lock['packages_snapshot']})?", abort=True
@@ -69,10 +71,18 @@ def rebuild(
     steps = [run_step("rebuild", "converge", ["apply", "site", *common, "--limit", host, *secrets])]
     if steps[-1]["exit_code"] == 0:
         steps.append(run_step("rebuild", "drift", ["drift", *common, "--limit", host]))
-        if host in inv.hosts_in("gpu_nodes"):
-            steps.append(run_step("rebuild", "health", ["verify", "health", *common, "--limit", host]))
-        if host in inv.hosts_in("inference"):
-            steps.append(run_step("rebuild", "load", ["verify", "load", *common, "--limit", host, *secrets]))
+        measured = host in inv.hosts_in("gpu_nodes") or host in inv.hosts_in("inference")
+        if measured and baseline is not None:
+            # Health, NVIDIA's diagnostics and the endpoints' sweep, judged against the host's last
+            # accepted results: the same GPUs by serial, TTFT and tokens/s within the tolerances.
+            compared = ["acceptance", *common, "--limit", host, "--baseline", "auto", *secrets]
+            steps.append(run_step("rebuild", "acceptance", compared))
+        else:
+            if host in inv.hosts_in("gpu_nodes"):
+                steps.append(run_step("rebuild", "health", ["verify", "health", *common, "--limit", host]))
+            if host in inv.hosts_in("inference"):
+                load = ["verify", "load", *common, "--limit", host, *secrets]
+                steps.append(run_step("rebuild", "load", load))
     record = {
         "host": host,
         "lock": str(lock_path),
@@ -80,6 +90,7 @@ def rebuild(
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "identity": {"machine": read.value.machine, "gpus_before": read.value.gpus, "differs": differs},
+        "baseline": baseline.name if baseline else None,
         "steps": steps,
         "ok": judge.outcome(steps),
     }

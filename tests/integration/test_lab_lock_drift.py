@@ -13,6 +13,7 @@ import testinfra
 import yaml
 from click.testing import CliRunner
 
+from sovinfra.acceptance import rundir
 from sovinfra.cli import cli
 from sovinfra.cli.mirror import default_store
 from sovinfra.lock import schema
@@ -186,15 +187,32 @@ def test_dr_drill_a_wiped_gpu_node_is_rebuilt_from_the_lock(lab_inventory: str, 
     from sovinfra.lab import manager
 
     egress = manager.egress_packets()
-    manager.wipe("gpu2", log=lambda _m: None)
-    gpu2 = host(lab_inventory, "gpu2")
-    assert not gpu2.file("/opt/sovinfra/venv").exists and not gpu2.file("/var/lib/sovinfra/hf-cache").exists
-    code, out = run("rebuild", "gpu2", "-i", lab_inventory, "--yes", "--json")
-    record = json.loads(out[out.index("{") :]) if "{" in out else {}
-    assert code == 0, out[-5000:]
-    assert [(s["step"], s["exit_code"]) for s in record["steps"]] == [
-        ("converge", 0), ("drift", 0), ("health", 0), ("load", 0)
-    ]  # fmt: skip
+    # gpu2 as it was accepted: the rebuild is judged against these results.
+    home = rundir.home(Path(lab_inventory))
+    assert not home.exists(), f"{home}: left by someone else; the drill would compare with their baseline"
+    try:
+        code, out = run("acceptance", "-i", lab_inventory, "--limit", "gpu2", "--accept", "--json")
+        assert code == 0, out[-5000:]
+        accepted = json.loads(out[out.index("{") :])["run"]
+        manager.wipe("gpu2", log=lambda _m: None)
+        gpu2 = host(lab_inventory, "gpu2")
+        assert not gpu2.file("/opt/sovinfra/venv").exists
+        assert not gpu2.file("/var/lib/sovinfra/hf-cache").exists
+        code, out = run("rebuild", "gpu2", "-i", lab_inventory, "--yes", "--json")
+        record = json.loads(out[out.index("{") :]) if "{" in out else {}
+        assert code == 0, out[-5000:]
+        assert [(s["step"], s["exit_code"]) for s in record["steps"]] == [
+            ("converge", 0), ("drift", 0), ("acceptance", 0)
+        ]  # fmt: skip
+        judged = record["steps"][-1]["result"]
+        assert record["baseline"] == judged["baseline"] == accepted
+        _, records = rundir.load(Path(judged["path"]))
+        compared = {(r.check, r.status) for r in records if r.stage == "baseline" and r.host == "gpu2"}
+        # The same GPUs (none missing, none new) and every endpoint measure compared within tolerance.
+        assert {check for check, _ in compared} == {"ttft p50", "tokens/s"}, compared
+        assert {status for _, status in compared} == {"pass"}, compared
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert record["ok"] and record["packages_snapshot"] == schema.load(locked)["packages_snapshot"]
     assert list((Path(lab_inventory) / "rebuilds").glob("gpu2-*.json"))
     # The engine venv came back hash-checked: every distribution the lock holds, by sha256, and no other.
