@@ -50,6 +50,7 @@ def rebuild(
     problems = gate.problems(lock, inv, [host], store)
     if problems:
         raise UserError(f"{lock_path}: " + "; ".join(problems))
+    baseline = rundir.current(rundir.home(inv.hosts_file.parent) / "baseline")  # a bad pointer: named here
     venv, cache = build.node_paths(inv, roles_dir)
     read = read_states(inv, [host], venv, cache, verify=[], rehash=False)[host]
     if not read.reachable:
@@ -59,7 +60,6 @@ def rebuild(
     if differs and not other_machine:
         raise UserError(f"{host}: not the machine the lock recorded: {'; '.join(differs)} "
                         "(--other-machine after replacing hardware on purpose)")  # fmt: skip
-    baseline = rundir.current(rundir.home(inv.hosts_file.parent) / "baseline")  # a bad pointer: named here
     if not yes:
         click.confirm(
             f"Converge {host} from {lock_path.name} (snapshot {lock['packages_snapshot']})?", abort=True
