@@ -59,6 +59,7 @@ def stock_config(directory: Path) -> Path:
         f"[defaults]\nroles_path = {paths.project_root() / 'roles'}\nhost_key_checking = True\n"
         "interpreter_python = auto_silent\n"
         f"filter_plugins = {paths.project_root() / 'sovinfra/ansible/plugins/filter'}\n"
+        f"library = {paths.project_root() / 'sovinfra/ansible/plugins/modules'}\n"
     )
     return cfg
 
