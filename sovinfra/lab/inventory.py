@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from sovinfra import atomic, paths
+from sovinfra.acceptance import rundir
 from sovinfra.inventory import defaults
 from sovinfra.lab import config, nvidia_repo, nvidia_upstream
 from sovinfra.lab.state import LabState
@@ -133,4 +134,4 @@ def remove(inventory_dir: Path) -> None:
     for path in (inventory_dir / name for name in written):
         path.unlink(missing_ok=True)
     shutil.rmtree(inventory_dir / "rebuilds", ignore_errors=True)  # `sovinfra rebuild` records
-    shutil.rmtree(inventory_dir / "acceptance", ignore_errors=True)  # `sovinfra acceptance` runs, baseline
+    shutil.rmtree(rundir.home(inventory_dir), ignore_errors=True)  # `sovinfra acceptance` runs, baseline
