@@ -10,30 +10,59 @@ import yaml
 
 from sovinfra.acceptance.records import Record
 from sovinfra.errors import UserError
+from sovinfra.inventory.model import Inventory, host_vars, var_file
 
 STAGE = "baseline"
+VAR = "acceptance_tolerances"  # the inventory variable a group or host sets its own in
+
+
+def _defaults() -> dict[str, float]:
+    text = resources.files("sovinfra.acceptance").joinpath("tolerances.yml").read_text()
+    return {str(k): float(v) for k, v in yaml.safe_load(text).items()}
+
+
+def _over(base: dict[str, float], given: object, where: str) -> dict[str, float]:
+    """`base` with the tolerances `given` names over it; `where` (a file, or a file and key) starts errors."""
+    if not isinstance(given, dict):
+        raise UserError(f"{where}: must be a mapping of {', '.join(sorted(base))} to percentages")
+    out = dict(base)
+    for key, value in given.items():
+        if key not in base:
+            raise UserError(f"{where}: {key}: unknown tolerance (known: {', '.join(sorted(base))})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise UserError(f"{where}: {key}: must be a percentage >= 0, not {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def _read(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read tolerances ({exc})") from exc
 
 
 def tolerances(override: Path | None = None) -> dict[str, float]:
     """How far a measurement may move from its baseline before it fails, in percent: tolerances.yml (data,
-    not code), with a site's own file over it (keys it names win; an unknown key or a value that is not a
+    not code), with a file's over it (keys it names win; an unknown key or a value that is not a
     non-negative number is an error naming the file and key)."""
-    text = resources.files("sovinfra.acceptance").joinpath("tolerances.yml").read_text()
-    out = {str(k): float(v) for k, v in yaml.safe_load(text).items()}
-    if override is None:
-        return out
-    try:
-        given = yaml.safe_load(override.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{override}: cannot read tolerances ({exc})") from exc
-    if not isinstance(given, dict):
-        raise UserError(f"{override}: must be a mapping of {', '.join(sorted(out))} to percentages")
-    for key, value in given.items():
-        if key not in out:
-            raise UserError(f"{override}: {key}: unknown tolerance (known: {', '.join(sorted(out))})")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise UserError(f"{override}: {key}: must be a percentage >= 0, not {value!r}")
-        out[key] = float(value)
+    return _defaults() if override is None else _over(_defaults(), _read(override), str(override))
+
+
+def per_host(inv: Inventory, override: Path | None = None) -> dict[str, dict[str, float]]:
+    """Each host's tolerances: the defaults, then the inventory's `acceptance_tolerances` it sees (a group's
+    or its own: a site's noisier nodes may be judged more loosely), then the --tolerances file over all.
+    Every value is checked here, before any host is touched."""
+    forced = _read(override) if override is not None else None
+    if override is not None:
+        _over(_defaults(), forced, str(override))
+    out = {}
+    for host in inv.hosts:
+        base = _defaults()
+        given = host_vars(inv, host).get(VAR)
+        if given is not None:
+            base = _over(base, given, f"{var_file(inv, host, VAR)}: {VAR} (host {host})")
+        out[host] = base if override is None else _over(base, forced, str(override))
     return out
 
 
@@ -100,9 +129,10 @@ def compare(
     current: list[Record],
     baseline: list[Record],
     changed: dict[str, str],
-    tolerances: dict[str, float],
+    tolerances: dict[str, dict[str, float]],
 ) -> list[Record]:
-    """Records of the comparison: missing GPUs fail, new ones are new, metrics within their tolerance."""
+    """Records of the comparison: missing GPUs fail, new ones are new, metrics within their host's
+    tolerance (`tolerances` by host)."""
     out = []
     hosts = {r.host for r in current}
     now_gpus, then_gpus = _gpus(current), _gpus(baseline)
@@ -143,7 +173,7 @@ def compare(
         else:
             assert isinstance(r.value, int | float) and isinstance(old.value, int | float)
             pct = _worse_pct(r.check, r.value, old.value)
-            limit = tolerances["ttft_p50_pct" if r.check != "tokens/s" else "tokens_per_s_pct"]
+            limit = tolerances[r.host]["ttft_p50_pct" if r.check != "tokens/s" else "tokens_per_s_pct"]
             moved = f"{old.value:g} -> {r.value:g} {r.unit}" + (f" ({pct:+g}% worse)" if pct > 0 else "")
             slower = "slower than its baseline: look at the node's load, clocks and engine flags"
             out.append(

@@ -80,7 +80,7 @@ def execute(
     gpu_hosts: list[str],
     targets: list[Target],
     baseline: tuple[dict[str, Any], list[Record]] | None,
-    tolerances: dict[str, float],
+    tolerances: dict[str, dict[str, float]],
     log: Callable[[str], None],
     budgets: dict[str, float] | None = None,
 ) -> None:

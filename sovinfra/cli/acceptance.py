@@ -73,7 +73,8 @@ def _summary_lines(summary: dict, records: list) -> list[str]:
     "--tolerances",
     "tolerances_file",
     type=click.Path(path_type=Path),
-    help="YAML of percent tolerances against the baseline over the defaults (ttft_p50_pct, ...)",
+    help="YAML of percent tolerances against the baseline (ttft_p50_pct, ...) over the defaults and the "
+    "inventory's acceptance_tolerances",
 )
 @click.option("--accept", "accept_run", is_flag=True, help="make the run the baseline when it does not fail")
 @click.option("--out", "out_dir", help="where the run directory goes (default: the inventory's runs)")
@@ -100,7 +101,7 @@ def acceptance(
     from sovinfra import paths
     from sovinfra.acceptance import baseline as baselines
     from sovinfra.acceptance import rundir
-    from sovinfra.acceptance.records import verdict
+    from sovinfra.acceptance.records import FAILING, verdict
     from sovinfra.acceptance.run import Run, execute
     from sovinfra.inventory.secrets import vault_lib
     from sovinfra.loadtest import targets
@@ -131,7 +132,7 @@ def acceptance(
             raise UserError(f"{base_dir}: no such baseline directory")
         accepted = rundir.current(base_dir)
         baseline = rundir.load(accepted) if accepted else None  # a corrupt baseline: named, nothing runs
-    tolerances = baselines.tolerances(tolerances_file)
+    tolerances = baselines.per_host(inv, tolerances_file)
     now = datetime.now(UTC)
     run = Run(id=now.strftime("%Y%m%dT%H%M%SZ"), profile=profile)
     out = (Path(out_dir) if out_dir else home / "runs") / run.id
@@ -160,7 +161,9 @@ def acceptance(
     if as_json:
         where = {"path": str(written), "report": str(written / "report.html")}
         into = {"accepted_into": str(accepted_into) if accepted_into else None}
-        click.echo(json.dumps({**summary, **where, **into}, indent=2))
+        # What failed travels with the verdict, so a caller's record (rebuild's) says why, not just fail.
+        failing = [r.to_json() for r in run.records if r.status in FAILING]
+        click.echo(json.dumps({**summary, **where, **into, "failures": failing}, indent=2))
     else:
         click.echo("\n".join(_summary_lines(summary, run.records)))
         if accepted_into:

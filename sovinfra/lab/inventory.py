@@ -109,6 +109,9 @@ def group_vars_all(
         "health_agent_nvml_simulator": True,
         # The simulated GPUs are HGX 8-GPU boards, whose NVSwitches containers cannot see on PCI.
         "fabric_manager_enabled": True,
+        # Every lab host's engine and the load client share this machine's cores: a run measured minutes
+        # after another moves far more than a real GPU's does, so only a gross change fails acceptance.
+        "acceptance_tolerances": {"ttft_p50_pct": 300, "tokens_per_s_pct": 70},
         "sovinfra_lab": True,
     }
 

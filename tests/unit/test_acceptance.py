@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ from sovinfra.acceptance.records import (
 )
 from sovinfra.acceptance.run import in_budget, sweep_points
 from sovinfra.errors import UserError
+from sovinfra.inventory import model
 
 GPUS = [
     {
@@ -178,7 +181,8 @@ def run_records(
     ]
 
 
-TOL = {"ttft_p50_pct": 30.0, "tokens_per_s_pct": 25.0}
+# By host, as `baseline.per_host` gives them.
+TOL = {"gpu1": {"ttft_p50_pct": 30.0, "tokens_per_s_pct": 25.0}}
 
 
 def test_baseline_same_run_is_clean() -> None:
@@ -248,6 +252,35 @@ def test_tolerances_are_data_a_site_may_override(tmp_path: Path) -> None:
         site.write_text(text)
         with pytest.raises(UserError, match=f"{site}: {match}"):
             baseline.tolerances(site)
+
+
+def test_a_group_or_host_sets_its_own_tolerances_and_the_file_wins(tmp_path: Path) -> None:
+    hosts = {
+        "all": {
+            "children": {"gpu_nodes": {"hosts": {"n1": None, "n2": None}}, "lab": {"hosts": {"n2": None}}}
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (tmp_path / "group_vars").mkdir()
+    group = tmp_path / "group_vars" / "lab.yml"
+    group.write_text(yaml.safe_dump({"acceptance_tolerances": {"ttft_p50_pct": 300}}))
+    defaults = baseline.tolerances()
+    got = baseline.per_host(model.load(tmp_path))
+    assert got == {"n1": defaults, "n2": {**defaults, "ttft_p50_pct": 300.0}}
+    forced = tmp_path / "forced.yml"
+    forced.write_text("tokens_per_s_pct: 90\n")
+    got = baseline.per_host(model.load(tmp_path), forced)
+    assert got["n2"] == {"ttft_p50_pct": 300.0, "tokens_per_s_pct": 90.0}
+    assert got["n1"] == {**defaults, "tokens_per_s_pct": 90.0}
+    for value, match in (
+        ({"ttft": 5}, "ttft: unknown tolerance"),
+        ({"ttft_p50_pct": "x"}, "ttft_p50_pct: must be a percentage"),
+        (30, "must be a mapping"),
+    ):
+        group.write_text(yaml.safe_dump({"acceptance_tolerances": value}))
+        where = f"{group}: acceptance_tolerances (host n2)"
+        with pytest.raises(UserError, match=re.escape(where) + ": " + match):
+            baseline.per_host(model.load(tmp_path))
 
 
 def test_sweep_points() -> None:
