@@ -99,7 +99,7 @@ def gpus_of(doc: dict[str, Any]) -> dict[int, dict[str, str]]:
     out = {}
     for gpu in doc.get("gpus") or []:
         if isinstance(gpu, dict) and isinstance(gpu.get("index"), int):
-            out[gpu["index"]] = {k: str(gpu.get(k) or "") for k in ("uuid", "serial", "bus_id")}
+            out[gpu["index"]] = {k: str(gpu.get(k) or "") for k in ("uuid", "serial", "bus_id", "name")}
     return out
 
 

@@ -6,6 +6,7 @@ import html
 from collections import defaultdict
 from typing import Any
 
+from sovinfra.acceptance import bandwidth, dcgm
 from sovinfra.acceptance.records import FAILING, RANK, Record, verdict
 
 _CSS = """
@@ -23,7 +24,7 @@ th{background:#f3f3f3} svg{margin:.4em 1em .8em 0;background:#fff}
 
 
 # Stages whose records are about single GPUs: the per-host GPU table's columns come from them.
-GPU_STAGES = ("health start", "gpu diagnostics", "health end")
+GPU_STAGES = ("health start", dcgm.STAGE, bandwidth.STAGE, "health end")
 
 
 def _e(value: object) -> str:

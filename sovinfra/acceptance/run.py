@@ -1,9 +1,10 @@
 """One acceptance run: stages in order, each under its own time budget and recorded even when it fails.
 
 quick: facts (the run's fingerprint), passive GPU health at the start, NVIDIA's own diagnostics (DCGM,
-`dcgmi diag -r 1`; full: `-r 3`), every endpoint swept over concurrency, passive health again at the end
-judged as the change since the start, then the comparison with the accepted baseline. A stage cut at
-its budget is an error record; the run goes on.
+`dcgmi diag -r 1`; full: `-r 3`), NVIDIA's bandwidth tests where the site provides them (nvbandwidth,
+nccl-tests' all_reduce_perf) against per-model floors, every endpoint swept over concurrency, passive
+health again at the end judged as the change since the start, then the comparison with the accepted
+baseline. A stage cut at its budget is an error record; the run goes on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sovinfra.acceptance import bandwidth, dcgm
 from sovinfra.acceptance import baseline as baselines
-from sovinfra.acceptance import dcgm
 from sovinfra.acceptance.records import Record, from_health, from_load, gpus_of, health_change, verdict
 from sovinfra.inventory.model import Inventory
 from sovinfra.loadtest.targets import Target
@@ -27,6 +28,7 @@ BUDGETS = {
     "facts": 120.0,
     "health start": 300.0,
     dcgm.STAGE: 3600.0,
+    bandwidth.STAGE: 1800.0,
     "endpoints": 1800.0,
     "health end": 300.0,
 }
@@ -81,11 +83,13 @@ def execute(
     targets: list[Target],
     baseline: tuple[dict[str, Any], list[Record]] | None,
     tolerances: dict[str, dict[str, float]],
+    floors: dict[str, dict[str, dict[str, bandwidth.Floor]]],
     log: Callable[[str], None],
     budgets: dict[str, float] | None = None,
 ) -> None:
     """Every stage of the profile, in order, into `run`."""
     from sovinfra.fleet import health as fleet_health
+    from sovinfra.fleet.bandwidth import AllReduce, NvBandwidth
     from sovinfra.fleet.connection import read_all
     from sovinfra.fleet.dcgm import DcgmDiag
     from sovinfra.fleet.facts import NodeFacts
@@ -167,6 +171,48 @@ def execute(
             out += dcgm.records(run.id, host, read.value, gpus_of(agent_docs.get(host, {})))
         return out
 
+    def bandwidths() -> list[Record]:
+        """nvbandwidth on every GPU node at once; all_reduce_perf at once on the nodes with the same GPU count
+        (each node's test is on its own GPUs: nodes do not disturb each other)."""
+        reads = read_all(inv, gpu_hosts, NvBandwidth)
+        by_count: dict[int, list[str]] = {}
+        for host in gpu_hosts:
+            by_count.setdefault(len(gpus_of(agent_docs.get(host, {}))), []).append(host)
+        reduce_reads = {}
+        for count, hosts in sorted(by_count.items()):
+            if count:
+                reduce_reads.update(read_all(inv, hosts, AllReduce, kwargs={"gpus": count}))
+        out = []
+        for host in gpu_hosts:
+            doc = agent_docs.get(host, {})
+            limits = floors.get(host, {})
+            read = reads[host]
+            if not read.reachable:
+                out.append(Record(run.id, bandwidth.STAGE, "nvbandwidth", host, "error", read.error))
+            else:
+                run.raw[f"nvbandwidth-{host}.json"] = read.value.encode()
+                out += bandwidth.nvbandwidth_records(run.id, host, read.value, gpus_of(doc), limits)
+            got = reduce_reads.get(host)
+            if got is None:
+                out.append(
+                    Record(
+                        run.id,
+                        bandwidth.STAGE,
+                        bandwidth.ALL_REDUCE,
+                        host,
+                        "not-run",
+                        "no GPU count from the health report at the start",
+                    )
+                )
+            elif not got.reachable:
+                out.append(Record(run.id, bandwidth.STAGE, bandwidth.ALL_REDUCE, host, "error", got.error))
+            else:
+                run.raw[f"all_reduce_perf-{host}.txt"] = got.value.encode()
+                out += bandwidth.all_reduce_records(
+                    run.id, host, got.value, bandwidth.gpu_models(doc), limits
+                )
+        return out
+
     def endpoints() -> list[Record]:
         out = []
         results = []
@@ -188,6 +234,7 @@ def execute(
     start = stage("health start", health("health start"), gpu_hosts) if gpu_hosts else []
     if gpu_hosts:
         stage(dcgm.STAGE, diagnostics, gpu_hosts)
+        stage(bandwidth.STAGE, bandwidths, gpu_hosts)
     if targets:
         stage("endpoints", endpoints, sorted({t.host for t in targets}))
     if gpu_hosts:

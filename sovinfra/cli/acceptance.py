@@ -99,8 +99,8 @@ def acceptance(
     if ctx.invoked_subcommand is not None:
         return
     from sovinfra import paths
+    from sovinfra.acceptance import bandwidth, rundir
     from sovinfra.acceptance import baseline as baselines
-    from sovinfra.acceptance import rundir
     from sovinfra.acceptance.records import FAILING, verdict
     from sovinfra.acceptance.run import Run, execute
     from sovinfra.inventory.secrets import vault_lib
@@ -133,6 +133,7 @@ def acceptance(
         accepted = rundir.current(base_dir)
         baseline = rundir.load(accepted) if accepted else None  # a corrupt baseline: named, nothing runs
     tolerances = baselines.per_host(inv, tolerances_file)
+    floors = bandwidth.per_host(inv)
     now = datetime.now(UTC)
     run = Run(id=now.strftime("%Y%m%dT%H%M%SZ"), profile=profile)
     out = (Path(out_dir) if out_dir else home / "runs") / run.id
@@ -140,7 +141,7 @@ def acceptance(
         raise UserError(f"{out}: already exists (one run per second)")
     started = time.monotonic()
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    execute(run, inv, gpu_hosts, found, baseline, tolerances, log)
+    execute(run, inv, gpu_hosts, found, baseline, tolerances, floors, log)
     summary = {
         "run": run.id,
         "started": now.isoformat(timespec="seconds"),

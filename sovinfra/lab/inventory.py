@@ -109,6 +109,9 @@ def group_vars_all(
         "health_agent_nvml_simulator": True,
         # The simulated GPUs are HGX 8-GPU boards, whose NVSwitches containers cannot see on PCI.
         "fabric_manager_enabled": True,
+        # NVIDIA's bandwidth tests, packaged as a site packages them (the lab's stand-ins measure the links
+        # the NVML simulator reports): acceptance runs them beside DCGM's diagnostics.
+        "dcgm_bandwidth_tools": list(nvidia_repo.BANDWIDTH_TOOLS),
         # Every lab host's engine and the load client share this machine's cores: a run measured minutes
         # after another moves far more than a real GPU's does, so only a gross change fails acceptance.
         "acceptance_tolerances": {"ttft_p50_pct": 300, "tokens_per_s_pct": 70},

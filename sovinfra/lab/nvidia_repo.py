@@ -12,6 +12,8 @@ logic runs on them unchanged. What the stand-ins do instead of the real thing:
   - the kernel module packages carry no module (nothing to build or load in a container);
   - DCGM's dcgmi judges each GPU from that NVML (diag levels 1-3, DCGM 4's JSON shape) and, as the real
     one, needs its host engine (the nvidia-dcgm service's nv-hostengine) listening on 127.0.0.1:5555;
+  - nvbandwidth and nccl-tests' all_reduce_perf (NVIDIA publishes sources, a site packages them) report
+    each GPU's bandwidth from the PCIe link and NVLinks that NVML reports, in the real tools' formats;
   - linux-headers-<lab host kernel>: containers run the lab host's kernel, whose headers no archive has.
 Package names follow NVIDIA's Debian 12 CUDA repository (see the stack issue's note for sources).
 """
@@ -40,6 +42,8 @@ CUDA_VERSIONS = ("12.8.1", "12.4.1")
 CONTAINER_TOOLKIT_VERSION = "1.18.0"
 # DCGM 4 as NVIDIA's CUDA repository versions it: epoch 1 (pins read `1:4.2.3-1`).
 DCGM_VERSION = "4.2.3"
+# NVIDIA's bandwidth tests as a site builds them into its repository (package name: upstream version).
+BANDWIDTH_TOOLS = {"nvbandwidth": "0.7", "nccl-tests": "2.13.13"}
 REVISION = "1"
 # The toolkit stand-in's content changed (its runtime applies CDI specs): a new Debian revision, as a
 # distribution would make, so a store that published the old one takes the new one beside it.
@@ -333,10 +337,26 @@ def dcgm_packages(version: str) -> list[Package]:
     return [core, *flavours]
 
 
+def bandwidth_packages() -> list[Package]:
+    """NVIDIA's bandwidth tests as a site packages them from NVIDIA's sources (NVIDIA publishes no package):
+    nvbandwidth, and nccl-tests' all_reduce_perf; both measure the links the NVML simulator reports."""
+    out = []
+    for name, tool in (("nvbandwidth", "nvbandwidth"), ("nccl-tests", "all_reduce_perf")):
+        version, helpers = BANDWIDTH_TOOLS[name], f"/usr/lib/sovinfra-standin/{name}"
+        files = {
+            f"/usr/bin/{tool}": (0o755, _standin(tool, VERSION=version, HELPERS=helpers)),
+            f"{helpers}/nvml_ctypes.py": (0o644, _standin("nvml_ctypes.py")),
+            f"{helpers}/gpu_links.py": (0o644, _standin("gpu_links.py")),
+        }
+        description = f"{name} (stand-in: measures the links the NVML simulator reports)"
+        out.append(Package(name, f"{version}-{REVISION}", description, depends=("python3",), files=files))
+    return out
+
+
 def cuda_repo_packages(nvml_library: bytes, kernel_release: str) -> list[Package]:
     packages = [p for v in DRIVER_VERSIONS for p in driver_packages(v, nvml_library)]
     packages += [p for v in CUDA_VERSIONS for p in cuda_packages(v)]
-    return [*packages, *dcgm_packages(DCGM_VERSION), headers_package(kernel_release)]
+    return [*packages, *dcgm_packages(DCGM_VERSION), *bandwidth_packages(), headers_package(kernel_release)]
 
 
 # ---- building (I/O) ----

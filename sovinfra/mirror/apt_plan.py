@@ -151,11 +151,13 @@ def _role_lists(roles_dir: Path) -> set[str]:
     return found
 
 
-# Inventory variables that name OS packages, and the role whose default applies when a host sets none.
+# Inventory variables that name packages the snapshot holds (OS packages, the site's own), and the role
+# whose default applies when a host sets none.
 HOST_PACKAGE_VARS = {
     "base_packages": "base",
     "base_extra_packages": "base",
     "model_mirror_apt_packages": "model_mirror",
+    "dcgm_bandwidth_tools": "dcgm",
 }
 
 

@@ -70,6 +70,7 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
         "facts",
         "health start",
         "gpu diagnostics",
+        "gpu bandwidth",
         "endpoints",
         "health end",
     }
@@ -120,3 +121,40 @@ def test_accepted_baseline_then_a_gpu_fault_and_a_slow_endpoint_are_named(
     assert f"gpu1 GPU {ECC_GPU}" in page and "gpu2/tiny@c1" in page and "% worse" in page
     shown = CliRunner().invoke(cli, ["acceptance", "show", second["path"]])
     assert shown.exit_code == 1 and ECC_GPU in shown.output and "gpu2/tiny@c1" in shown.output
+
+
+def test_bandwidth_below_the_floor_names_the_gpu_and_the_node(
+    lab_inventory: str, converged: dict, gpus_restored: None, tmp_path: Path
+) -> None:
+    """nvbandwidth and nccl-tests (the lab's packages of them, measuring the links NVML reports) judged
+    against the H100 floors: a PCIe link trained at x8 fails that GPU's host<->device copies, two NVLinks
+    down on one GPU fail its node's all_reduce, and every other GPU and node passes."""
+    set_gpu("gpu1", "fault-nvlink-down")  # GPU 6 has NVLinks 3 and 11 down
+    set_gpu("gpu2", "fault-pcie-downtrain")
+    downtrained = next(
+        g["serial"]
+        for g in yaml.safe_load(nvmlsim.profile_path("fault-pcie-downtrain").read_text())["gpus"]
+        if (g.get("pcie") or {}).get("width", 16) < 16
+    )
+    code, doc = acceptance(
+        "-i", lab_inventory, "--out", str(tmp_path), "--baseline", "none", "--no-site-endpoint"
+    )
+    assert code == 1 and doc["stage_seconds"]["gpu bandwidth"] > 0
+    _, records = rundir.load(Path(doc["path"]))
+    measured = [r for r in records if r.stage == "gpu bandwidth"]
+    bad = {(r.host, r.gpu_serial, r.check) for r in measured if r.status != "pass"}
+    assert bad == {
+        ("gpu1", "", "nccl all_reduce busbw"),
+        ("gpu2", downtrained, "h2d bandwidth"),
+        ("gpu2", downtrained, "d2h bandwidth"),
+    }, bad
+    # Every GPU of both nodes was measured three ways, each against floors.yml's H100 floor.
+    per_gpu = [r for r in measured if r.gpu_serial]
+    assert len(per_gpu) == 2 * 8 * 3 and {r.threshold_source for r in per_gpu} == {
+        "floors.yml NVIDIA H100 80GB HBM3"
+    }
+    [ring] = [r for r in measured if r.host == "gpu1" and r.check == "nccl all_reduce busbw"]
+    assert ring.message.endswith("over 8 GPUs < floor 460 GB/s"), ring.message
+    # What the tools printed is kept in the run, with its sha256.
+    files = json.loads((Path(doc["path"]) / "summary.json").read_text())["files"]
+    assert {"raw/nvbandwidth-gpu2.json", "raw/all_reduce_perf-gpu1.txt"} <= set(files)
