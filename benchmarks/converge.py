@@ -23,8 +23,10 @@ import resource
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab_cli import invoke
 
@@ -50,6 +52,8 @@ class Cell:
     lab_cpu: float
     machine_cpu: float
     recap: dict[str, tuple[int, int, int]]
+    # (host, task, status) -> how many results: what a recap difference is made of
+    tasks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 def stock_config(directory: Path) -> Path:
@@ -87,14 +91,21 @@ def converge(names: list[str], config: Config, noop: bool) -> Cell:
     vault = site.vault_password_file(None, inventory)  # the lab's API key is vaulted, as apply reads it
     if vault:
         run.extra_args += ["--vault-password-file", vault]
+    tasks: Counter[tuple[str, str, str]] = Counter()
+
+    def seen(event: dict[str, Any]) -> None:
+        if event.get("event") == "host_result":
+            tasks[(str(event.get("host")), str(event.get("task")), str(event.get("status")))] += 1
+
     cpu0, lab0, busy0, start = children_cpu(), lab_cpu(names), machine_busy(), time.perf_counter()
-    result = runner.run_playbook(run, hosts, env_overrides=config.env, strategy=config.strategy)
+    result = runner.run_playbook(run, hosts, seen, env_overrides=config.env, strategy=config.strategy)
     cell = Cell(
         time.perf_counter() - start,
         children_cpu() - cpu0,
         lab_cpu(names) - lab0,
         machine_busy() - busy0,
         {h: (r.ok, r.changed, r.skipped) for h, r in sorted(result.recap.hosts.items())},
+        tasks,
     )
     if not result.ok:
         raise SystemExit(
@@ -113,6 +124,7 @@ def report(table: dict[tuple[str, int], Cell], label: str, n: int, runs: list[Ce
         statistics.median(r.lab_cpu for r in runs),
         statistics.median(r.machine_cpu for r in runs),
         runs[0].recap,
+        runs[0].tasks,
     )
     table[(label, n)] = cell
     print(
@@ -132,12 +144,26 @@ def recap_problem(table: dict[tuple[str, int], Cell], labels: list[str], n: int)
     recaps = {label.split("/")[-1]: table[(label, n)].recap for label in labels}
     tuned, default = recaps.get("tuned-linear"), recaps.get("default")
     if tuned is not None and default is not None and tuned != default:
-        return f"tuned-linear and default recaps differ: {tuned} vs {default}"
+        cells = {label.split("/")[-1]: table[(label, n)] for label in labels}
+        return f"tuned-linear and default recaps differ: {tuned} vs {default}; " + task_difference(
+            cells["tuned-linear"].tasks, cells["default"].tasks
+        )
     stock, other = recaps.get("stock"), tuned or default
     counts = [{h: r[1:] for h, r in recap.items()} for recap in (stock, other) if recap is not None]
     if len(counts) == 2 and counts[0] != counts[1]:
         return f"stock changed/skipped differ: {stock} vs {other}"
     return ""
+
+
+def task_difference(a: Counter[tuple[str, str, str]], b: Counter[tuple[str, str, str]]) -> str:
+    """The task results one run had and the other did not, as `host task: status` (the first few)."""
+    only = [f"+{h} {t}: {s}" for (h, t, s) in sorted((a - b).elements())]
+    only += [f"-{h} {t}: {s}" for (h, t, s) in sorted((b - a).elements())]
+    return (
+        "; ".join(only[:8]) + (f" (and {len(only) - 8} more)" if len(only) > 8 else "")
+        if only
+        else ("every task's result matched (the difference is in Ansible's own counting)")
+    )
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
