@@ -67,7 +67,9 @@ def per_host(inv: Inventory, override: Path | None = None) -> dict[str, dict[str
 
 
 def fingerprint_changes(now: dict[str, Any], then: dict[str, Any]) -> dict[str, str]:
-    """Host -> what changed in what the run stood on (driver, CUDA, kernel, engines): not comparable there."""
+    """Host -> what changed in what the run stood on (driver, CUDA, kernel, engines): not comparable there.
+    The site endpoint of a model is served by every node with that model: `site:MODEL` -> what moved on
+    them, so it is not comparable either when one of them moved."""
     out = {}
     for host in sorted(set(now) & set(then)):
         moved = [
@@ -77,7 +79,12 @@ def fingerprint_changes(now: dict[str, Any], then: dict[str, Any]) -> dict[str, 
         ]
         if moved:
             out[host] = ", ".join(moved)
-    return out
+    behind: dict[str, list[str]] = {}
+    for host, what in list(out.items()):
+        for key, model in sorted(now[host].items()):
+            if key.startswith("endpoint ") and not key.startswith("endpoint site:"):
+                behind.setdefault(f"site:{model}", []).append(f"{host}: {what}")
+    return {**out, **{site: "; ".join(sorted(set(hosts))) for site, hosts in behind.items()}}
 
 
 def _gpus(records: list[Record]) -> dict[tuple[str, str], Record]:
@@ -116,6 +123,11 @@ def _measure_note(run: str, about: Record, status: str, message: str, **fields: 
     """A comparison record about the endpoint measurement `about` is (its value and unit unless given)."""
     given = {"value": about.value, "unit": about.unit, **fields}
     return Record(run, STAGE, about.check, about.host, status, message, endpoint=about.endpoint, **given)
+
+
+def _site(r: Record) -> str:
+    """`site:MODEL` for a record about the site endpoint (its endpoint is site:MODEL@cN), else ""."""
+    return r.endpoint.split("@")[0] if r.endpoint.startswith("site:") else ""
 
 
 def _worse_pct(check: str, now: float, then: float) -> float:
@@ -168,8 +180,8 @@ def compare(
         old = then_measures.get(key)
         if old is None:
             out.append(_measure_note(run, r, "warn", "new, no baseline"))
-        elif r.host in changed:
-            out.append(_measure_note(run, r, "skipped", f"not comparable: {changed[r.host]}"))
+        elif stood := changed.get(r.host) or changed.get(_site(r)):
+            out.append(_measure_note(run, r, "skipped", f"not comparable: {stood}"))
         else:
             assert isinstance(r.value, int | float) and isinstance(old.value, int | float)
             pct = _worse_pct(r.check, r.value, old.value)

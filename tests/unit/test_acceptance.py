@@ -232,6 +232,37 @@ def test_a_changed_fingerprint_is_not_comparable_rather_than_a_regression() -> N
     assert all("not comparable: driver 570.133.20 -> 575.51.03" in r.message for r in compared)
 
 
+def test_the_site_endpoint_is_not_comparable_when_a_node_behind_it_moved() -> None:
+    def site(ttft: float, host: str = "gpu2") -> list[Record]:
+        node = {**load_result(4, ttft, ttft * 2, 50.0), "host": host}
+        gateway = {**load_result(4, ttft, ttft * 2, 50.0), "host": "mirror1", "service": "site:tiny-llama"}
+        return [*from_load("now", node), *from_load("now", gateway)]
+
+    then = {
+        "gpu1": {"driver": "570.133.20", "endpoint tiny": "tiny-llama"},
+        "gpu2": {"driver": "570.133.20", "endpoint tiny": "tiny-llama"},
+        "mirror1": {"kernel": "6.1", "endpoint site:tiny-llama": "tiny-llama"},
+    }
+    now = {**then, "gpu1": {**then["gpu1"], "driver": "575.51.03"}}
+    changed = baseline.fingerprint_changes(now, then)
+    assert changed == {
+        "gpu1": "driver 570.133.20 -> 575.51.03",
+        "site:tiny-llama": "gpu1: driver 570.133.20 -> 575.51.03",
+    }
+    tolerances = {h: TOL["gpu1"] for h in ("gpu2", "mirror1")}
+    compared = baseline.compare("now", site(400.0), site(120.0), changed, tolerances)
+    status = {(r.host, r.check): r.status for r in compared}
+    # gpu2 did not move: its slower TTFT is a regression; the site endpoint's is not comparable.
+    assert status[("gpu2", "ttft p50")] == "fail"
+    assert status[("mirror1", "ttft p50")] == "skipped"
+    assert "gpu1: driver 570.133.20 -> 575.51.03" in next(r.message for r in compared if r.host == "mirror1")
+    # Nothing moved: the site endpoint is judged like any endpoint.
+    compared = baseline.compare(
+        "now", site(400.0), site(120.0), baseline.fingerprint_changes(then, then), tolerances
+    )
+    assert {(r.host, r.check): r.status for r in compared}[("mirror1", "ttft p50")] == "fail"
+
+
 def test_a_measurement_the_baseline_had_and_this_run_lacks_fails() -> None:
     now = [r for r in run_records() if r.check != "tokens/s"]
     compared = baseline.compare("now", now, run_records(), {}, TOL)
