@@ -10,6 +10,7 @@ skipped and say so.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from dataclasses import dataclass
@@ -68,12 +69,14 @@ def _models(doc: object, where: str) -> dict[str, dict[str, Floor]]:
     return out
 
 
+@functools.cache
+def _data() -> object:
+    return yaml.safe_load(resources.files("sovinfra.acceptance").joinpath("floors.yml").read_text())
+
+
 def floors(given: object = None, where: str = "") -> dict[str, dict[str, Floor]]:
     """floors.yml's models, with `given` (a mapping of the same shape, from `where`) over them key by key."""
-    out = _models(
-        yaml.safe_load(resources.files("sovinfra.acceptance").joinpath("floors.yml").read_text()),
-        "floors.yml",
-    )
+    out = _models(_data(), "floors.yml")
     if given is not None:
         for model, keys in _models(given, where).items():
             out[model] = {**out.get(model, {}), **keys}
@@ -86,7 +89,7 @@ def per_host(inv: Inventory) -> dict[str, dict[str, dict[str, Floor]]]:
     out = {}
     for host in inv.hosts:
         given = host_vars(inv, host).get(VAR)
-        out[host] = floors(given, f"{var_file(inv, host, VAR)}: {VAR} (host {host})" if given else "")
+        out[host] = floors(given, f"{var_file(inv, host, VAR)}: {VAR} (host {host})")
     return out
 
 
