@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -68,3 +69,18 @@ def missing(reason: str) -> NoReturn:
 @pytest.fixture
 def example_inventory() -> Path:
     return ROOT / "inventory" / "example"
+
+
+def two_nodes(directory: Path, group: str, group_vars: dict) -> Path:
+    """An inventory of GPU nodes n1 and n2, n2 also in `group`, whose group_vars file (returned) holds
+    `group_vars`: how a setting for some hosts is seen by them and not by the others."""
+    hosts = {
+        "all": {
+            "children": {"gpu_nodes": {"hosts": {"n1": None, "n2": None}}, group: {"hosts": {"n2": None}}}
+        }
+    }
+    (directory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (directory / "group_vars").mkdir()
+    path = directory / "group_vars" / f"{group}.yml"
+    path.write_text(yaml.safe_dump(group_vars))
+    return path

@@ -167,21 +167,25 @@ def per_gpu(case: Testcase) -> dict[int, float | None]:
 
 
 def _judged(
-    run: str, host: str, check: str, value: float, floor: Floor | None, model: str, gpu: dict[str, str]
+    run: str,
+    host: str,
+    check: str,
+    value: float,
+    floor: Floor | None,
+    model: str,
+    gpu: dict[str, str] | None = None,
+    context: str = "",
+    unjudged: str = "",
 ) -> Record:
-    ids = (gpu.get("uuid", ""), gpu.get("serial", ""), gpu.get("bus_id", ""))
+    """A measurement (about `gpu`, or the node) against its floor; no floor: measured and warned about,
+    saying why (`unjudged`, by default that the model has none)."""
+    ids = (gpu.get("uuid", ""), gpu.get("serial", ""), gpu.get("bus_id", "")) if gpu else ("", "", "")
+    text = f"{value:g} GB/s{context}"
     if floor is None:
+        why = unjudged or f"no floor for {model or 'this GPU'}"
+        action = f"set {VAR} for {model!r} in the inventory to judge it"
         return Record(
-            run,
-            STAGE,
-            check,
-            host,
-            "warn",
-            f"{value:g} GB/s; no floor for {model or 'this GPU'}",
-            f"set {VAR} for {model!r} in the inventory to judge it",
-            *ids,
-            value=value,
-            unit="GB/s",
+            run, STAGE, check, host, "warn", f"{text}; {why}", action, *ids, value=value, unit="GB/s"
         )
     low = value < floor[0]
     return Record(
@@ -190,7 +194,7 @@ def _judged(
         check,
         host,
         "fail" if low else "pass",
-        f"{value:g} GB/s" + (f" < floor {floor[0]:g} GB/s" if low else ""),
+        text + (f" < floor {floor[0]:g} GB/s" if low else ""),
         SLOW if low else "",
         *ids,
         value=value,
@@ -348,37 +352,10 @@ def all_reduce_records(
     model = models[0] if models and len(set(models)) == 1 else ""
     floor = floors_.get(model, {}).get("all_reduce_busbw_gbps")
     gpus = floors_.get(model, {}).get("all_reduce_gpus")
-    if floor is None or (gpus is not None and int(gpus[0]) != result.ranks):
-        why = f"no floor for {result.ranks}x {model or 'mixed GPUs'}"
-        return [
-            Record(
-                run,
-                STAGE,
-                ALL_REDUCE,
-                host,
-                "warn",
-                f"{value:g} GB/s {at}; {why}",
-                f"set {VAR} for {model!r} in the inventory to judge it",
-                value=value,
-                unit="GB/s",
-            )
-        ]
-    low = value < floor[0]
-    return [
-        Record(
-            run,
-            STAGE,
-            ALL_REDUCE,
-            host,
-            "fail" if low else "pass",
-            f"{value:g} GB/s {at}" + (f" < floor {floor[0]:g} GB/s" if low else ""),
-            SLOW if low else "",
-            value=value,
-            unit="GB/s",
-            threshold=floor[0],
-            threshold_source=f"{floor[1]} {model}",
-        )
-    ]
+    if gpus is not None and int(gpus[0]) != result.ranks:
+        floor = None  # the floor is for another GPU count
+    why = f"no floor for {result.ranks}x {model or 'mixed GPUs'}"
+    return [_judged(run, host, ALL_REDUCE, value, floor, model, context=f" {at}", unjudged=why)]
 
 
 def gpu_models(doc: dict[str, Any]) -> list[str]:

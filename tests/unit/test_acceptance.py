@@ -27,6 +27,7 @@ from sovinfra.acceptance.records import (
 from sovinfra.acceptance.run import in_budget, sweep_points
 from sovinfra.errors import UserError
 from sovinfra.inventory import model
+from tests.conftest import two_nodes
 
 GPUS = [
     {
@@ -286,15 +287,7 @@ def test_tolerances_are_data_a_site_may_override(tmp_path: Path) -> None:
 
 
 def test_a_group_or_host_sets_its_own_tolerances_and_the_file_wins(tmp_path: Path) -> None:
-    hosts = {
-        "all": {
-            "children": {"gpu_nodes": {"hosts": {"n1": None, "n2": None}}, "lab": {"hosts": {"n2": None}}}
-        }
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    (tmp_path / "group_vars").mkdir()
-    group = tmp_path / "group_vars" / "lab.yml"
-    group.write_text(yaml.safe_dump({"acceptance_tolerances": {"ttft_p50_pct": 300}}))
+    group = two_nodes(tmp_path, "lab", {"acceptance_tolerances": {"ttft_p50_pct": 300}})
     defaults = baseline.tolerances()
     got = baseline.per_host(model.load(tmp_path))
     assert got == {"n1": defaults, "n2": {**defaults, "ttft_p50_pct": 300.0}}

@@ -17,6 +17,7 @@ import yaml
 from sovinfra.acceptance import bandwidth
 from sovinfra.errors import UserError
 from sovinfra.inventory import model
+from tests.conftest import two_nodes
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "bandwidth"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -178,23 +179,15 @@ def test_what_is_not_an_all_reduce_table_is_an_error(mutate, match: str) -> None
 def test_floors_are_data_a_group_overrides_by_model_and_key(tmp_path: Path) -> None:
     assert bandwidth.floors()[H100]["all_reduce_busbw_gbps"] == (460.0, "floors.yml")
     assert bandwidth.floors()["NVIDIA H200"]["all_reduce_busbw_gbps"] == (431.0, "floors.yml")
-    hosts = {
-        "all": {
-            "children": {"gpu_nodes": {"hosts": {"n1": None, "n2": None}}, "pcie": {"hosts": {"n2": None}}}
-        }
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    (tmp_path / "group_vars").mkdir()
-    group = tmp_path / "group_vars" / "pcie.yml"
-    group.write_text(
-        yaml.safe_dump(
-            {
-                "acceptance_floors": {
-                    H100: {"device_to_device_gbps": 50},
-                    "NVIDIA L40S": {"host_to_device_gbps": 20},
-                }
+    group = two_nodes(
+        tmp_path,
+        "pcie",
+        {
+            "acceptance_floors": {
+                H100: {"device_to_device_gbps": 50},
+                "NVIDIA L40S": {"host_to_device_gbps": 20},
             }
-        )
+        },
     )
     got = bandwidth.per_host(model.load(tmp_path))
     assert got["n1"] == bandwidth.floors()
