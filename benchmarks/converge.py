@@ -131,7 +131,9 @@ def report(table: dict[tuple[str, int], Cell], label: str, n: int, runs: list[Ce
         f"{label:<13} {n:>2} host(s): wall {cell.wall:7.2f} s  control CPU {cell.control_cpu:7.2f} s "
         f"({cell.control_cpu / n:6.2f} s/host)  lab hosts CPU {cell.lab_cpu / n:6.2f} s/host  "
         f"machine CPU {cell.machine_cpu:7.2f} s  "
-        f"(walls: {', '.join(f'{r.wall:.1f}' for r in runs)})",
+        f"(walls: {', '.join(f'{r.wall:.1f}' for r in runs)})  "
+        # What a host's run is made of: ok/changed/skipped of the first GPU node (every task costs).
+        f"gpu1 ok/changed/skipped {'/'.join(map(str, cell.recap.get('gpu1', ())))}",
         flush=True,
     )
 
