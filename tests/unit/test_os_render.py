@@ -147,11 +147,10 @@ def test_nvidia_key_follows_the_nodes_repository(system: str) -> None:
     facts = FACTS[system]
     url = plain(templar(facts).template(all_defaults()["nvidia_repo_key_url"]))
     fingerprint = plain(templar(facts).template(all_defaults()["nvidia_repo_key_fingerprint"]))
-    tasks = load(ROLES / "nvidia_repo" / "tasks" / "add_repo.yml")
+    tasks = load(ROLES / "nvidia_repo" / "tasks" / "add_repo_signed.yml")
     check = next(
         t["ansible.builtin.assert"]["that"]
-        for block in tasks
-        for t in block.get("block", [block])
+        for t in tasks
         if str(t.get("name", "")).startswith("A fingerprint")
     )
     variables = {"__nvidia_repo_add_key_fingerprint": fingerprint}
