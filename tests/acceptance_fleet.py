@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sovinfra.acceptance.records import Record, from_health, from_load, verdict
+from sovinfra.acceptance import bandwidth
+from sovinfra.acceptance.records import Record, from_health, from_load, gpus_of, verdict
 
 BAD_HOST, BAD_SERIAL = "node07", "1650924007005"
+# nvbandwidth's and all_reduce_perf's outputs for an 8-GPU HGX node, in the tools' formats.
+BANDWIDTH = Path(__file__).parent / "fixtures" / "bandwidth"
 
 
 # A real H100 agent report (device run, serials redacted): every check the agent makes on one GPU.
@@ -49,7 +52,14 @@ def fleet(
     for n in range(1, nodes + 1):
         host = f"node{n:02d}"
         bad = BAD_SERIAL if host == BAD_HOST else ""
-        records += from_health(run, "health start", host, agent_doc(n, gpus, bad))
+        doc = agent_doc(n, gpus, bad)
+        records += from_health(run, "health start", host, doc)
+        if gpus == 8:  # the tools' outputs are of 8 GPUs
+            floors = bandwidth.floors()
+            nvb = (BANDWIDTH / "nvbandwidth-8x-h100.json").read_text()
+            ring = (BANDWIDTH / "all_reduce_perf-8x-h100.txt").read_text()
+            records += bandwidth.nvbandwidth_records(run, host, nvb, gpus_of(doc), floors)
+            records += bandwidth.all_reduce_records(run, host, ring, bandwidth.gpu_models(doc), floors)
         for c in (2, 4, 8):
             result: dict[str, Any] = {
                 "host": host,
