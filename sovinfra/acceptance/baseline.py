@@ -53,9 +53,10 @@ def per_host(inv: Inventory, override: Path | None = None) -> dict[str, dict[str
     """Each host's tolerances: the defaults, then the inventory's `acceptance_tolerances` it sees (a group's
     or its own: a site's noisier nodes may be judged more loosely), then the --tolerances file over all.
     Every value is checked here, before any host is touched."""
-    forced = _read(override) if override is not None else None
+    forced = None
     if override is not None:
-        _over(_defaults(), forced, str(override))
+        tolerances(override)  # the file checked, named in any error, before any host's
+        forced = _read(override)
     out = {}
     for host in inv.hosts:
         base = _defaults()
