@@ -59,7 +59,8 @@ def fleet(
             nvb = (BANDWIDTH / "nvbandwidth-8x-h100.json").read_text()
             ring = (BANDWIDTH / "all_reduce_perf-8x-h100.txt").read_text()
             records += bandwidth.nvbandwidth_records(run, host, nvb, gpus_of(doc), floors)
-            records += bandwidth.all_reduce_records(run, host, ring, bandwidth.gpu_models(doc), floors)
+            models = [g["name"] for _, g in sorted(gpus_of(doc).items())]
+            records += bandwidth.all_reduce_records(run, host, ring, models, floors)
         for c in (2, 4, 8):
             result: dict[str, Any] = {
                 "host": host,

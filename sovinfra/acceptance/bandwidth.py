@@ -15,7 +15,6 @@ import json
 import statistics
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import yaml
 
@@ -166,6 +165,11 @@ def per_gpu(case: Testcase) -> dict[int, float | None]:
     }
 
 
+def _ids(gpu: dict[str, str]) -> tuple[str, str, str]:
+    """A Record's GPU identity fields (uuid, serial, bus id) from the health report's entry for it."""
+    return gpu.get("uuid", ""), gpu.get("serial", ""), gpu.get("bus_id", "")
+
+
 def _judged(
     run: str,
     host: str,
@@ -179,7 +183,7 @@ def _judged(
 ) -> Record:
     """A measurement (about `gpu`, or the node) against its floor; no floor: measured and warned about,
     saying why (`unjudged`, by default that the model has none)."""
-    ids = (gpu.get("uuid", ""), gpu.get("serial", ""), gpu.get("bus_id", "")) if gpu else ("", "", "")
+    ids = _ids(gpu or {})
     text = f"{value:g} GB/s{context}"
     if floor is None:
         why = unjudged or f"no floor for {model or 'this GPU'}"
@@ -246,8 +250,9 @@ def nvbandwidth_records(
         for index, value in sorted(per_gpu(case).items()):
             gpu = gpus.get(index, {})
             if value is None:
-                ids = (gpu.get("uuid", ""), gpu.get("serial", ""), gpu.get("bus_id", ""))
-                out.append(Record(run, STAGE, check, host, "fail", f"{name}: not measured (N/A)", SLOW, *ids))
+                out.append(
+                    Record(run, STAGE, check, host, "fail", f"{name}: not measured (N/A)", SLOW, *_ids(gpu))
+                )
                 continue
             model = gpu.get("name", "")
             out.append(_judged(run, host, check, value, floors_.get(model, {}).get(key), model, gpu))
@@ -263,7 +268,6 @@ class AllReduce:
     sizes: tuple[int, ...]  # bytes, per result row
     busbw: tuple[float, ...]  # GB/s out of place, per row
     wrong: int  # values that failed validation (the rows' #wrong, or the run's out-of-bounds total)
-    avg_busbw: float | None
 
 
 def _number(token: str, where: str) -> float:
@@ -294,13 +298,11 @@ def parse_all_reduce(text: str) -> AllReduce:
     wrongs = [i for i, c in enumerate(columns) if c == "#wrong"]
     size = columns.index("size")
     ranks = sum(1 for line in lines[:header] if line.lstrip("# ").startswith("Rank "))
-    sizes, oop, wrong, avg, bounds = [], [], 0, None, None
+    sizes, oop, wrong, bounds = [], [], 0, None
     for n, line in enumerate(lines[header + 1 :], start=header + 2):
         if line.startswith("#"):
             label, _, value = line[1:].partition(":")
-            if label.strip() == "Avg bus bandwidth":
-                avg = _number(value.strip(), f"line {n}: Avg bus bandwidth")
-            elif label.strip() == "Out of bounds values":  # the run's total of wrong values
+            if label.strip() == "Out of bounds values":  # the run's total of wrong values
                 bounds = int(_number((value.split() or [""])[0], f"line {n}: Out of bounds values"))
             continue
         if not line.strip():
@@ -315,7 +317,7 @@ def parse_all_reduce(text: str) -> AllReduce:
         raise BandwidthError("the result table has no rows")
     if bounds is None:
         raise BandwidthError("no validation summary (Out of bounds values): the run did not finish")
-    return AllReduce(ranks, tuple(sizes), tuple(oop), max(wrong, bounds), avg)
+    return AllReduce(ranks, tuple(sizes), tuple(oop), max(wrong, bounds))
 
 
 def all_reduce_records(
@@ -356,9 +358,3 @@ def all_reduce_records(
         floor = None  # the floor is for another GPU count
     why = f"no floor for {result.ranks}x {model or 'mixed GPUs'}"
     return [_judged(run, host, ALL_REDUCE, value, floor, model, context=f" {at}", unjudged=why)]
-
-
-def gpu_models(doc: dict[str, Any]) -> list[str]:
-    """The GPU model names of an agent report, in index order."""
-    gpus = [g for g in doc.get("gpus") or [] if isinstance(g, dict)]
-    return [str(g.get("name") or "") for g in sorted(gpus, key=lambda g: g.get("index", 0))]

@@ -184,14 +184,14 @@ def execute(
                 reduce_reads.update(read_all(inv, hosts, AllReduce, kwargs={"gpus": count}))
         out = []
         for host in gpu_hosts:
-            doc = agent_docs.get(host, {})
+            gpus = gpus_of(agent_docs.get(host, {}))
             limits = floors.get(host, {})
             read = reads[host]
             if not read.reachable:
                 out.append(Record(run.id, bandwidth.STAGE, "nvbandwidth", host, "error", read.error))
             else:
                 run.raw[f"nvbandwidth-{host}.json"] = read.value.encode()
-                out += bandwidth.nvbandwidth_records(run.id, host, read.value, gpus_of(doc), limits)
+                out += bandwidth.nvbandwidth_records(run.id, host, read.value, gpus, limits)
             got = reduce_reads.get(host)
             if got is None:
                 out.append(
@@ -208,9 +208,8 @@ def execute(
                 out.append(Record(run.id, bandwidth.STAGE, bandwidth.ALL_REDUCE, host, "error", got.error))
             else:
                 run.raw[f"all_reduce_perf-{host}.txt"] = got.value.encode()
-                out += bandwidth.all_reduce_records(
-                    run.id, host, got.value, bandwidth.gpu_models(doc), limits
-                )
+                models = [g["name"] for _, g in sorted(gpus.items())]
+                out += bandwidth.all_reduce_records(run.id, host, got.value, models, limits)
         return out
 
     def endpoints() -> list[Record]:

@@ -113,7 +113,7 @@ def test_waived_and_missing_testcases() -> None:
 def test_all_reduce_bus_bandwidth_at_the_largest_message_against_the_node_floor() -> None:
     parsed = bandwidth.parse_all_reduce(all_reduce_text())
     assert parsed.ranks == 8 and parsed.sizes[-1] == 16 * 2**30 and parsed.busbw[-1] == 478.24
-    assert parsed.wrong == 0 and parsed.avg_busbw == 456.638
+    assert parsed.wrong == 0
     [record] = bandwidth.all_reduce_records("r", "n1", all_reduce_text(), [H100] * 8, bandwidth.floors())
     assert (record.status, record.value, record.threshold) == ("pass", 478.24, 460.0)
     assert record.message == "478.24 GB/s at 16 GiB over 8 GPUs"
