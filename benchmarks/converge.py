@@ -161,11 +161,9 @@ def task_difference(a: Counter[tuple[str, str, str]], b: Counter[tuple[str, str,
     """The task results one run had and the other did not, as `host task: status` (the first few)."""
     only = [f"+{h} {t}: {s}" for (h, t, s) in sorted((a - b).elements())]
     only += [f"-{h} {t}: {s}" for (h, t, s) in sorted((b - a).elements())]
-    return (
-        "; ".join(only[:8]) + (f" (and {len(only) - 8} more)" if len(only) > 8 else "")
-        if only
-        else ("every task's result matched (the difference is in Ansible's own counting)")
-    )
+    if not only:
+        return "every task's result matched (the difference is in Ansible's own counting)"
+    return "; ".join(only[:8]) + (f" (and {len(only) - 8} more)" if len(only) > 8 else "")
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
