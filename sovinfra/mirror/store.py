@@ -90,8 +90,9 @@ def _copy_hashing(source: BinaryIO, fd: int, store_root: Path) -> tuple[str, int
     """Copy a stream to fd and fsync it, hashing the same bytes; returns sha256, size and, for a small
     stream, its chunks (its git blob id needs them).
 
-    Write-behind: one thread writes chunk k while this one hashes it and reads k+1 (hashlib and os.write
-    both let go of the GIL), so a copy costs the slower of hashing and writing, not their sum. The bytes
+    Read-ahead and write-behind: one thread reads chunk k+1 and another writes chunk k while this one
+    hashes chunk k (reads, hashlib and os.write all let go of the GIL), so a copy costs about the slowest of
+    the three, not their sum; one read is in flight at a time, so the stream is read in order. The bytes
     written are the bytes hashed: each chunk is one immutable object. A failed write (a full disk) is the
     store's error, named, not a traceback."""
     sha256 = hashlib.sha256()
@@ -105,9 +106,11 @@ def _copy_hashing(source: BinaryIO, fd: int, store_root: Path) -> tuple[str, int
         except OSError as exc:
             raise UserError(f"{store_root}: cannot write a blob: {exc.strerror or exc}") from exc
 
-    with ThreadPoolExecutor(1) as writer:
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         pending: Future[None] | None = None
-        while chunk := source.read(CHUNK):
+        ahead = reader.submit(source.read, CHUNK)
+        while chunk := ahead.result():
+            ahead = reader.submit(source.read, CHUNK)
             written(pending)
             pending = writer.submit(_write_all, fd, chunk, size)
             sha256.update(chunk)
