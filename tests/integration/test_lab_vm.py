@@ -116,3 +116,52 @@ def test_vagrant_provisions_the_site_and_the_driver_module_is_built_and_loaded(v
     assert recap and recap[2] == "0" and recap[4] == "0", again.stdout[-6000:]
     code, out = invoke("verify", "health", "--limit", VM, "--json")
     assert code == 0 and not json.loads(out[out.index("{") :])["failed_hosts"], out[-3000:]
+
+
+def apply_vm(lab_inventory: str, playbook: str, *args: str) -> dict:
+    code, out = invoke("apply", playbook, "-i", lab_inventory, "--limit", VM, "--json", *args)
+    run = json.loads(out[out.index("{") :])
+    assert code == 0, run["failures"]
+    return run["hosts"][VM]
+
+
+def test_a_driver_upgrade_reboots_the_vm_once_only_when_allowed(vm1: str, lab_inventory: str) -> None:
+    """The kernel side of a driver upgrade: the new version pinned and in the site snapshot, the packages
+    and its DKMS module installed while the old module stays loaded -> "reboot required" and nothing
+    rebooted; with nvidia_driver_reboot the node reboots once and comes back with the new module; again:
+    nothing changes, no reboot."""
+    old, new = nvidia_repo.DRIVER_VERSIONS
+    pinned = Path(lab_inventory) / "host_vars" / f"{VM}.yml"
+    pinned.parent.mkdir(exist_ok=True)
+    driver = ("--tags", "nvidia_driver")
+    try:
+        pinned.write_text(f"nvidia_driver_version: '{new}'\n")
+        # The new snapshot holds both drivers; the mirror publishes it and the VM takes it as its source.
+        code, out = invoke("mirror", "packages", "sync", "-i", lab_inventory)
+        assert code == 0, out[-3000:]
+        code, out = invoke("apply", "mirror", "-i", lab_inventory, "--limit", "mirror1")
+        assert code == 0, out[-3000:]
+        apply_vm(lab_inventory, "base")
+        boot = on_vm("cat /proc/sys/kernel/random/boot_id")
+
+        installed = apply_vm(lab_inventory, "gpu_nodes", *driver)
+        assert installed["changed"] > 0
+        assert on_vm("cat /sys/module/nvidia/version").strip() == old  # still the running one
+        assert on_vm("/sbin/modinfo -F version nvidia").strip() == new
+        assert f"NVIDIA driver {new}" in on_vm("cat /run/reboot-required")
+        assert on_vm("cat /proc/sys/kernel/random/boot_id") == boot
+
+        pinned.write_text(f"nvidia_driver_version: '{new}'\nnvidia_driver_reboot: true\n")
+        rebooted = apply_vm(lab_inventory, "gpu_nodes", *driver)
+        assert rebooted["changed"] >= 1
+        assert on_vm("cat /proc/sys/kernel/random/boot_id") != boot
+        assert on_vm("cat /sys/module/nvidia/version").strip() == new
+        assert f"Kernel Module for x86_64  {new}" in on_vm("cat /proc/driver/nvidia/version")
+        assert on_vm("test -e /run/reboot-required && echo yes || echo no").strip() == "no"
+        boot = on_vm("cat /proc/sys/kernel/random/boot_id")
+
+        again = apply_vm(lab_inventory, "gpu_nodes", *driver)
+        assert again["changed"] == 0
+        assert on_vm("cat /proc/sys/kernel/random/boot_id") == boot
+    finally:
+        pinned.unlink(missing_ok=True)
