@@ -19,6 +19,15 @@ def vault_password_option(fn: F) -> F:
     )(fn)
 
 
+def other_machine_option(fn: F) -> F:
+    """--other-machine on the verbs that rebuild or reinstall a server the lock and known_hosts know."""
+    return click.option(
+        "--other-machine",
+        is_flag=True,
+        help="go on even though the server's ssh host key, machine or GPUs differ from what is known",
+    )(fn)
+
+
 def limit_option(fn: F) -> F:
     """--limit on every verb: an Ansible host pattern, resolved as ansible-playbook resolves it."""
     return click.option(

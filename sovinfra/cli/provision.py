@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from sovinfra import paths
-from sovinfra.cli.options import vault_password_option
+from sovinfra.cli.options import other_machine_option, vault_password_option
 from sovinfra.cli.steps import echo_table
 from sovinfra.cli.steps import run as run_step
 from sovinfra.errors import UserError
@@ -58,6 +58,25 @@ def _clients(inv: Inventory, hosts: list[str]) -> list[Any]:
             + "\n".join(f"  {p}" for p in problems)
         )
     return found
+
+
+def _not_the_servers(inv: Inventory, hosts: list[str], roles_dir: Path) -> list[str]:
+    """Servers that answer ssh as another machine than the one known: a host key other than the pinned
+    one, or another board or GPUs than the lock recorded (one read-only ssh round)."""
+    from sovinfra.fleet.state import read_states
+    from sovinfra.lock import build, schema
+    from sovinfra.lock.rebuild import erase_problems
+    from sovinfra.netboot import hostkeys
+
+    def planted_pinned(host: str) -> bool:
+        planted = hostkeys.made(roles_dir, host)
+        return planted is not None and hostkeys.pinned(*_known_hosts(inv, host), planted)
+
+    lock_path = schema.path_for(inv.hosts_file.parent)
+    known = schema.load(lock_path)["hosts"] if lock_path.exists() else {}
+    venv, cache = build.node_paths(inv, roles_dir)
+    reads = read_states(inv, hosts, venv, cache, verify=[], rehash=False)
+    return [p for h in hosts for p in erase_problems(h, reads[h], known.get(h), planted_pinned(h))]
 
 
 def _known_hosts(inv: Inventory, host: str) -> tuple[Path, str, int]:
@@ -107,6 +126,7 @@ def _wait_for_ssh(inv: Inventory, hosts: list[str], deadline: float) -> dict[str
 @click.option("--yes", is_flag=True, help="do not ask before erasing the servers' disks")
 @click.option("--budget-min", default=90, show_default=True, type=click.IntRange(5, 24 * 60),
               help="minutes for the install, until each server answers ssh")  # fmt: skip
+@other_machine_option
 @vault_password_option
 @click.option("--json", "as_json", is_flag=True, help="print the record")
 def provision(
@@ -114,6 +134,7 @@ def provision(
     inventory_path: str | None,
     yes: bool,
     budget_min: int,
+    other_machine: bool,
     vault_password_file: str | None,
     as_json: bool,
 ) -> None:
@@ -134,6 +155,14 @@ def provision(
             sessions.append(redfish.connect(target))
         except redfish.BmcError as exc:
             raise UserError(f"{exc}; nothing was touched") from exc
+    # Erasing the wrong server is the one mistake provisioning cannot undo: one that answers as another
+    # machine than the one known is left alone unless told.
+    others = _not_the_servers(inv, chosen, roles_dir)
+    if others and not other_machine:
+        raise UserError(
+            "not erased, nothing was touched (--other-machine to install them anyway):\n"
+            + "\n".join(f"  {p}" for p in others)
+        )
     if not yes:
         disks = ", ".join(f"{h} ({host_vars(inv, h)['netboot_disk']})" for h in chosen)
         click.confirm(f"Erase and install from the site: {disks}?", abort=True)

@@ -35,9 +35,32 @@ def ensure(roles_dir: Path, host: str) -> str:
     return private.with_suffix(".pub").read_text().split("\n")[0].strip()
 
 
+def _name(address: str, port: int) -> str:
+    """The host as known_hosts names it."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def made(roles_dir: Path, host: str) -> str | None:
+    """The public line of the key sovinfra made for the host, if it made one."""
+    public = store(roles_dir) / host / f"{KEY_NAME}.pub"
+    return public.read_text().split("\n")[0].strip() if public.exists() else None
+
+
+def pinned(known_hosts: Path, address: str, port: int, public: str) -> bool:
+    """Whether known_hosts pins exactly this key (and no other) for the address."""
+    if not known_hosts.exists():
+        return False
+    found = subprocess.run(
+        ["ssh-keygen", "-F", _name(address, port), "-f", str(known_hosts)], capture_output=True, text=True
+    )
+    lines = [line for line in found.stdout.splitlines() if line and not line.startswith("#")]
+    keys = {tuple(line.split()[1:3]) for line in lines}
+    return keys == {tuple(public.split()[:2])}
+
+
 def pin(known_hosts: Path, address: str, port: int, public: str) -> None:
     """Replace every key known_hosts holds for the address (hashed or not) by `public`."""
-    name = address if port == 22 else f"[{address}]:{port}"
+    name = _name(address, port)
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     if known_hosts.exists():
         subprocess.run(["ssh-keygen", "-q", "-R", name, "-f", str(known_hosts)], capture_output=True)

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from sovinfra import paths
 from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, config, manager
+from sovinfra.lab import state as lab_state
 from sovinfra.lab.model import encrypt
 from sovinfra.netboot import hostkeys
 from tests import blank_vm
@@ -180,6 +181,37 @@ def test_once_installed_the_server_boots_its_disk_and_the_role_is_idempotent(sit
     assert again["ok"] and again["hosts"]["mirror1"]["changed"] == 0, again["changes"]
     checked = apply(site, "-e", '{"netboot_install": []}', "--check")
     assert checked["ok"] and checked["hosts"]["mirror1"]["changed"] == 0, checked["changes"]
+
+
+def test_provision_leaves_alone_a_server_that_answers_as_another_machine(site: Site, tmp_path: Path) -> None:
+    """The server's address answers ssh with a key other than the one pinned for it (here: gpu1's address
+    and a key gpu1 does not have, as when the BMC or the MAC in the inventory belongs to another server
+    than the address): nothing is powered, no key is made, nothing is told to install."""
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    address = lab_state.load().hosts["gpu1"].address
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{address} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    host_vars = site.inventory / "host_vars" / f"{HOST}.yml"
+    kept = host_vars.read_text()
+    served = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe")
+    try:
+        host_vars.write_text(
+            kept + f"ansible_host: {address}\n"
+            f"ansible_ssh_common_args: '-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'\n"
+        )
+        state = virsh("domstate", site.domain)
+        code, out = invoke(
+            "provision", HOST, "--yes", "-i", str(site.inventory), "--vault-password-file", str(site.vault)
+        )
+        assert code == 2, out
+        assert f"{HOST} answers ssh with a host key other than the one pinned for it" in out, out
+        assert "nothing was touched" in out and "--other-machine" in out and "Traceback" not in out
+        assert virsh("domstate", site.domain) == state
+        assert not (hostkeys.store(paths.project_root() / "roles") / HOST).exists()
+        assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe") == served
+    finally:
+        host_vars.write_text(kept)
 
 
 def test_provision_drives_the_install_and_says_where_it_stopped(site: Site) -> None:

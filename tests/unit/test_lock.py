@@ -326,6 +326,53 @@ def test_rebuild_refuses_another_machine_but_not_a_blank_one() -> None:
     assert not rebuild.outcome([{"exit_code": 0}, {"exit_code": 1}])
 
 
+def test_a_server_about_to_be_erased_must_not_answer_as_another_machine() -> None:
+    from sovinfra.fleet.connection import HostRead
+    from sovinfra.lock import rebuild
+
+    entry = lock_doc()["hosts"]["gpu1"]
+    mismatch = "SSH host key error (Host key for 10.0.0.11 does not match.)"
+    # Blank, dead or off: nothing to compare, the BMC is all that names it.
+    for error in ("timed out", "[Errno 111] Connection refused", "StrictPolicy: No host key for x found"):
+        assert rebuild.erase_problems("gpu1", HostRead("gpu1", False, error=error), entry, False) == []
+    # Another key than the pinned one: refused, with ssh's words.
+    found = rebuild.erase_problems("gpu1", HostRead("gpu1", False, error=mismatch), entry, False)
+    assert len(found) == 1 and "host key other than the one pinned" in found[0] and "10.0.0.11" in found[0]
+    # ... unless the pin is already the key made for the install (a provision cut short: the old OS answers).
+    assert rebuild.erase_problems("gpu1", HostRead("gpu1", False, error=mismatch), entry, True) == []
+    # It answers with its pinned key: the lock's board and GPUs must be the ones it has.
+    assert rebuild.erase_problems("gpu1", HostRead("gpu1", True, value=matching_state()), entry, False) == []
+    other = matching_state()
+    other.gpus = ["GPU-1", "GPU-9"]
+    found = rebuild.erase_problems("gpu1", HostRead("gpu1", True, value=other), entry, True)
+    assert len(found) == 1 and found[0].startswith("gpu1: GPUs GPU-1 GPU-9, the lock recorded")
+    # No lock entry: the key is all there is to judge by.
+    assert rebuild.erase_problems("gpu1", HostRead("gpu1", True, value=other), None, False) == []
+
+
+def test_the_key_made_for_an_install_is_known_as_pinned_only_when_it_alone_is(tmp_path: Path) -> None:
+    import subprocess
+
+    from sovinfra.netboot import hostkeys
+
+    keys = []
+    for name in ("a", "b"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+        keys.append((tmp_path / f"{name}.pub").read_text().strip())
+    known = tmp_path / "known_hosts"
+    assert not hostkeys.pinned(known, "10.0.0.11", 22, keys[0])
+    hostkeys.pin(known, "10.0.0.11", 22, keys[1])
+    assert not hostkeys.pinned(known, "10.0.0.11", 22, keys[0])
+    hostkeys.pin(known, "10.0.0.11", 22, keys[0])  # replaces the other
+    assert hostkeys.pinned(known, "10.0.0.11", 22, keys[0])
+    assert not hostkeys.pinned(known, "10.0.0.11", 2222, keys[0])  # another port is another entry
+    with known.open("a") as out:  # a second key for the same name: not the planted key alone
+        out.write("10.0.0.11 " + " ".join(keys[1].split()[:2]) + "\n")
+    assert not hostkeys.pinned(known, "10.0.0.11", 22, keys[0])
+
+
 def test_service_images_are_locked_by_digest_and_must_be_in_the_store(tmp_path: Path) -> None:
     from sovinfra.inventory import model as inventory_model
     from sovinfra.lab import image
