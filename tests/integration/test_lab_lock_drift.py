@@ -181,6 +181,13 @@ def test_apply_refuses_what_the_lock_cannot_cover(lab_inventory: str, locked: Pa
     shutil.copy(Path(lab_inventory) / "hosts.yml", copy / "hosts.yml")
     code, out = run("rebuild", "gpu1", "-i", str(copy), "--yes")
     assert code == 2 and "gpu1: not the machine the lock recorded: machine (DMI product uuid)" in out, out
+    # --reinstall: provision comes first and refuses (this site has no netboot host): nothing else runs,
+    # the record says so.
+    code, out = run("rebuild", "gpu1", "-i", str(copy), "--yes", "--reinstall", "--json")
+    record = json.loads(out[out.index("{") :])
+    assert code == 1 and not record["ok"], out
+    assert [(s["step"], s["exit_code"]) for s in record["steps"]] == [("reinstall", 2)], record["steps"]
+    assert record["identity"] == {"machine": None, "gpus_before": None, "differs": []}
 
 
 def test_dr_drill_a_wiped_gpu_node_is_rebuilt_from_the_lock(lab_inventory: str, locked: Path) -> None:
