@@ -1,5 +1,6 @@
 """A blank libvirt VM for tests: an empty disk, one NIC, legacy BIOS (SeaBIOS, whose boot mode a Redfish
-emulator reports as Legacy), no OS: what a new server is to its BMC."""
+emulator reports as Legacy) or UEFI (OVMF without Secure Boot, its variables in the domain's own NVRAM
+file), no OS: what a new server is to its BMC."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from sovinfra.lab import vm
 
 BIOS = "/usr/share/seabios/bios-256k.bin"
+UEFI_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+UEFI_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 
 def virsh(*args: str) -> str:
@@ -21,9 +24,18 @@ def virsh(*args: str) -> str:
     ).stdout.strip()
 
 
-def domain_xml(name: str, disk: Path, nic: str, memory_mib: int = 64, console: Path | None = None) -> str:
-    """`nic`: the <interface> element (user networking, or a bridge)."""
+def domain_xml(
+    name: str, disk: Path, nic: str, memory_mib: int = 64, console: Path | None = None, firmware: str = "bios"
+) -> str:
+    """`nic`: the <interface> element (user networking, or a bridge); `firmware`: bios or uefi."""
     serial = f"<serial type='file'><source path='{console}'/><target port='0'/></serial>" if console else ""
+    loader = (
+        f"<loader readonly='yes' type='pflash'>{UEFI_CODE}</loader>"
+        f"<nvram template='{UEFI_VARS}'>{disk.with_suffix('.vars.fd')}</nvram>"
+        if firmware == "uefi"
+        else f"<loader type='rom'>{BIOS}</loader>"
+    )
+    features = "<features><acpi/></features>" if firmware == "uefi" else ""  # libvirt: UEFI needs ACPI
     return textwrap.dedent(f"""\
         <domain type='qemu'>
           <name>{name}</name>
@@ -31,9 +43,10 @@ def domain_xml(name: str, disk: Path, nic: str, memory_mib: int = 64, console: P
           <vcpu>1</vcpu>
           <os>
             <type arch='x86_64' machine='pc'>hvm</type>
-            <loader type='rom'>{BIOS}</loader>
+            {loader}
             <boot dev='hd'/>
           </os>
+          {features}
           <devices>
             <disk type='file' device='disk'>
               <driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/>
@@ -46,7 +59,7 @@ def domain_xml(name: str, disk: Path, nic: str, memory_mib: int = 64, console: P
 
 @contextlib.contextmanager
 def defined(
-    name: str, work: Path, nic: str, memory_mib: int = 64, console: Path | None = None
+    name: str, work: Path, nic: str, memory_mib: int = 64, console: Path | None = None, firmware: str = "bios"
 ) -> Iterator[str]:
     """A blank VM defined (libvirt's daemons started when they were not), and gone afterwards: its
     domain, its disk, the daemons this started."""
@@ -55,14 +68,17 @@ def defined(
     disk.write_bytes(b"")
     os.truncate(disk, 4 << 30)  # sparse: nothing is written to it
     xml = work / f"{name}.xml"
-    xml.write_text(domain_xml(name, disk, nic, memory_mib, console))
-    virsh("define", str(xml))
+    xml.write_text(domain_xml(name, disk, nic, memory_mib, console, firmware))
+    made = False
     try:
+        virsh("define", str(xml))
+        made = True
         yield name
     finally:
-        if virsh("domstate", name) != "shut off":
+        if made and virsh("domstate", name) != "shut off":
             virsh("destroy", name)
-        virsh("undefine", name)
+        if made:
+            virsh("undefine", name, *(["--nvram"] if firmware == "uefi" else []))
         disk.unlink(missing_ok=True)
         if started:
             vm.stop_libvirt()

@@ -6,6 +6,7 @@ script sends it to its disk, its preseed is gone, and a second converge changes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,9 +34,26 @@ from tests.blank_vm import virsh
 
 pytestmark = pytest.mark.lab
 
-HOST = "pxe1"
-MAC = "52:54:00:5f:02:01"
-FILE = MAC.replace(":", "-")
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    mac: str
+    firmware: str
+    address_offset: int
+
+    @property
+    def file(self) -> str:  # how the netboot service names its script and preseed
+        return self.mac.replace(":", "-")
+
+    def address(self) -> str:
+        return str(config.subnet().network_address + self.address_offset)
+
+
+# A BIOS server (SeaBIOS, network boot by the NIC's own iPXE ROM) and a UEFI one (OVMF's own PXE, the NIC's
+# ROM off: the firmware asks DHCP as an EFI client and must be sent snponly.efi).
+SERVERS = (Server("pxe1", "52:54:00:5f:02:01", "bios", 150), Server("pxe2", "52:54:00:5f:02:02", "uefi", 151))
+HOST, MAC, FILE = SERVERS[0].name, SERVERS[0].mac, SERVERS[0].file  # the one provisioned below
 BOOT_BUDGET_S = 900  # TCG: the installer's kernel and initrd over TFTP, then its boot
 USER = "sovinfra-admin"
 PASSWORD = "bmc-" + uuid.uuid4().hex[:12]
@@ -45,8 +63,8 @@ PASSWORD = "bmc-" + uuid.uuid4().hex[:12]
 class Site:
     inventory: Path
     vault: Path
-    domain: str
-    console: Path
+    domains: dict[str, str]  # server -> libvirt domain
+    consoles: dict[str, Path]
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -74,18 +92,24 @@ def apply(site: Site, *extra: str) -> dict:
     return json.loads(out[out.index("{") :])
 
 
-def _write_inventory(target: Path, address: str, bmc_url: str, ca_file: Path) -> tuple[Path, Path]:
+def _write_inventory(target: Path, bmc_url: str, ca_file: Path, systems: dict[str, str]) -> tuple[Path, Path]:
     shutil.copytree(paths.lab_inventory_dir(), target)
     hosts_file = target / "hosts.yml"
     doc = yaml.safe_load(hosts_file.read_text())
     doc["all"]["children"]["netboot"] = {"hosts": {"mirror1": None}}
-    doc["all"]["children"]["provisioning"] = {"hosts": {HOST: {"ansible_host": address}}}
+    doc["all"]["children"]["provisioning"] = {
+        "hosts": {x.name: {"ansible_host": x.address()} for x in SERVERS}
+    }
     hosts_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     vault = paths.lab_dir() / "vault-password"
     client_key = (paths.lab_dir() / "id_ed25519.pub").read_text().strip()
     (target / "group_vars" / "netboot.yml").write_text(
         yaml.safe_dump(
-            {"netboot_interface": "host0", "netboot_install": [HOST], "netboot_authorized_keys": [client_key]}
+            {
+                "netboot_interface": "host0",
+                "netboot_install": [x.name for x in SERVERS],
+                "netboot_authorized_keys": [client_key],
+            }
         )
     )
     # The registry that serves these machines answers 404 for every .udeb: the snapshot cannot hold the
@@ -94,29 +118,39 @@ def _write_inventory(target: Path, address: str, bmc_url: str, ca_file: Path) ->
     shutil.copy(ca_file, target / "bmc-ca.pem")
     cipher = textwrap.indent(encrypt(PASSWORD, vault), "  ")
     (target / "host_vars").mkdir(exist_ok=True)
-    (target / "host_vars" / f"{HOST}.yml").write_text(
-        f"netboot_mac: '{MAC}'\nnetboot_disk: /dev/vda\nnetboot_firmware: bios\n"
-        f"bmc_address: '{bmc_url}'\nbmc_user: {USER}\nbmc_ca_file: ../bmc-ca.pem\n"
-        f"bmc_password: !vault |\n{cipher}\n"
-    )
+    for server in SERVERS:
+        (target / "host_vars" / f"{server.name}.yml").write_text(
+            f"netboot_mac: '{server.mac}'\nnetboot_disk: /dev/vda\nnetboot_firmware: {server.firmware}\n"
+            f"bmc_address: '{bmc_url}'\nbmc_system_id: {systems[server.name]}\nbmc_user: {USER}\n"
+            f"bmc_ca_file: ../bmc-ca.pem\nbmc_password: !vault |\n{cipher}\n"
+        )
     return target, vault
 
 
 @pytest.fixture(scope="module")
 def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("netboot")
-    console = work / "console.log"
-    nic = (
-        f"<interface type='bridge'><source bridge='{config.BRIDGE}'/><mac address='{MAC}'/>"
-        "<model type='virtio'/></interface>"
-    )
-    with blank_vm.defined(f"sovinfra-test-pxe-{os.getpid()}", work, nic, 1024, console) as name:
+    consoles = {x.name: work / f"{x.name}-console.log" for x in SERVERS}
+    with contextlib.ExitStack() as stack:
+        domains = {}
+        for x in SERVERS:
+            rom = "<rom enabled='no'/>" if x.firmware == "uefi" else ""
+            nic = (
+                f"<interface type='bridge'><source bridge='{config.BRIDGE}'/><mac address='{x.mac}'/>"
+                f"<model type='virtio'/>{rom}</interface>"
+            )
+            domains[x.name] = stack.enter_context(
+                blank_vm.defined(
+                    f"sovinfra-test-{x.name}-{os.getpid()}", work, nic, 1024, consoles[x.name], x.firmware
+                )
+            )
+        # One Redfish service for both (each server names its system: bmc_system_id).
+        systems = {name: virsh("domuuid", domain) for name, domain in domains.items()}
         emulator = bmc_emulator.start(
-            work / "bmc", "127.0.0.1", 18000 + os.getpid() % 1000, USER, PASSWORD, [virsh("domuuid", name)]
+            work / "bmc", "127.0.0.1", 18000 + os.getpid() % 1000, USER, PASSWORD, list(systems.values())
         )
         try:
-            address = str(config.subnet().network_address + 150)
-            inventory, vault = _write_inventory(work / "inventory", address, emulator.url, emulator.ca_file)
+            inventory, vault = _write_inventory(work / "inventory", emulator.url, emulator.ca_file, systems)
             # As an operator adds network boot to a site: a snapshot that holds the installer, then the
             # mirror host converged onto it (its netboot role too).
             code, out = invoke("mirror", "packages", "sync", "-i", str(inventory), "--json")
@@ -126,7 +160,7 @@ def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathF
                 "--vault-password-file", str(vault), "--json",
             )  # fmt: skip
             assert code == 0, out
-            yield Site(inventory, vault, name, console)
+            yield Site(inventory, vault, domains, consoles)
         finally:
             # Nothing answers DHCP on the lab's network after this module (it is not in the lab's inventory).
             subprocess.run(
@@ -135,20 +169,24 @@ def site(lab_inventory: str, converged: dict, tmp_path_factory: pytest.TempPathF
             bmc_emulator.stop(emulator.pid)
 
 
-def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: Site) -> None:
+@pytest.mark.parametrize("server", SERVERS, ids=[x.firmware for x in SERVERS])
+def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: Site, server: Server) -> None:
     # The site converge set it up; the installer's components are in the snapshot it serves.
-    script = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe")
+    script = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{server.file}.ipxe")
     assert script.count("kernel /debian-installer/amd64/linux ") == 1
+    label = "gpt" if server.firmware == "uefi" else "msdos"  # the disk's label follows the firmware
+    preseed = on_mirror(f"cat /srv/sovinfra/netboot/hosts/{server.file}.preseed")
+    assert f"partman-partitioning/choose_label select {label}" in preseed
     egress_before = manager.egress_packets()
 
     booted = time.time()
-    bmc = ("-i", str(site.inventory), "--vault-password-file", str(site.vault), "--limit", HOST)
+    bmc = ("-i", str(site.inventory), "--vault-password-file", str(site.vault), "--limit", server.name)
     code, out = invoke("bmc", "boot-once", "pxe", *bmc)
     assert code == 0, out
     code, out = invoke("bmc", "power", "on", *bmc)
     assert code == 0, out
 
-    preseed_sent = re.compile(rf"sent \S*/hosts/{FILE}\.preseed to ")
+    preseed_sent = re.compile(rf"sent \S*/hosts/{server.file}\.preseed to ")
     deadline = time.monotonic() + BOOT_BUDGET_S
     log = ""
     while time.monotonic() < deadline:
@@ -156,14 +194,17 @@ def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: 
         if preseed_sent.search(log):
             break
         time.sleep(10)
-    console = site.console.read_text(errors="replace") if site.console.exists() else ""
+    console_file = site.consoles[server.name]
+    console = console_file.read_text(errors="replace") if console_file.exists() else ""
     assert preseed_sent.search(log), (
         f"no preseed fetched in {BOOT_BUDGET_S} s\n{log[-3000:]}\n{console[-3000:]}"
     )
-    # The chain: DHCP for this MAC, iPXE's script, the server's own, the installer, then its preseed.
-    assert re.search(rf"DHCPACK\(host0\) \S+ {MAC} {HOST}", log), log[-3000:]
-    for sent in ("boot.ipxe", f"hosts/{FILE}.ipxe", "debian-installer/amd64/linux", "initrd.gz"):
-        assert re.search(rf"sent \S*/{re.escape(sent)} to ", log), sent
+    # The chain: DHCP for this MAC, (UEFI firmware: iPXE for EFI), iPXE's script, the server's own, the
+    # installer, then its preseed.
+    assert re.search(rf"DHCPACK\(host0\) \S+ {server.mac} {server.name}", log), log[-3000:]
+    chain = ["boot.ipxe", f"hosts/{server.file}.ipxe", "debian-installer/amd64/linux", "initrd.gz"]
+    for sent in (["snponly.efi"] if server.firmware == "uefi" else []) + chain:
+        assert re.search(rf"sent \S*/{re.escape(sent)} to ", log), (sent, log[-3000:])
     assert "Linux version" in console  # the installer's kernel runs, on its serial console
     assert manager.egress_packets() == egress_before
 
@@ -200,14 +241,14 @@ def test_provision_leaves_alone_a_server_that_answers_as_another_machine(site: S
             kept + f"ansible_host: {address}\n"
             f"ansible_ssh_common_args: '-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'\n"
         )
-        state = virsh("domstate", site.domain)
+        state = virsh("domstate", site.domains[HOST])
         code, out = invoke(
             "provision", HOST, "--yes", "-i", str(site.inventory), "--vault-password-file", str(site.vault)
         )
         assert code == 2, out
         assert f"{HOST} answers ssh with a host key other than the one pinned for it" in out, out
         assert "nothing was touched" in out and "--other-machine" in out and "Traceback" not in out
-        assert virsh("domstate", site.domain) == state
+        assert virsh("domstate", site.domains[HOST]) == state
         assert not (hostkeys.store(paths.project_root() / "roles") / HOST).exists()
         assert on_mirror(f"cat /srv/sovinfra/netboot/hosts/{FILE}.ipxe") == served
     finally:
@@ -218,7 +259,7 @@ def test_provision_drives_the_install_and_says_where_it_stopped(site: Site) -> N
     """The whole of `sovinfra provision` up to the install itself, which cannot complete here (no udebs):
     it pins the key it made, boots the server into the installer with its preseed, sends its next boot to
     the disk, and reports the server that does not come back with the last stage the netboot service saw."""
-    address = str(config.subnet().network_address + 150)
+    address = SERVERS[0].address()
     try:
         code, out = invoke(
             "provision", HOST, "--yes", "--budget-min", "5", "-i", str(site.inventory),
