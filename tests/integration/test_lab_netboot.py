@@ -53,7 +53,7 @@ class Server:
 # A BIOS server (SeaBIOS, network boot by the NIC's own iPXE ROM) and a UEFI one (OVMF's own PXE, the NIC's
 # ROM off: the firmware asks DHCP as an EFI client and must be sent snponly.efi).
 SERVERS = (Server("pxe1", "52:54:00:5f:02:01", "bios", 150), Server("pxe2", "52:54:00:5f:02:02", "uefi", 151))
-HOST, MAC, FILE = SERVERS[0].name, SERVERS[0].mac, SERVERS[0].file  # the one provisioned below
+HOST, FILE = SERVERS[0].name, SERVERS[0].file  # the one provisioned below
 BOOT_BUDGET_S = 900  # TCG: the installer's kernel and initrd over TFTP, then its boot
 USER = "sovinfra-admin"
 PASSWORD = "bmc-" + uuid.uuid4().hex[:12]
