@@ -32,7 +32,11 @@ def ensure(roles_dir: Path, host: str) -> str:
         )
         if done.returncode != 0:
             raise UserError(f"{private}: ssh-keygen failed: {done.stderr.strip()}")
-    return private.with_suffix(".pub").read_text().split("\n")[0].strip()
+    return _public_line(private.with_suffix(".pub"))
+
+
+def _public_line(public: Path) -> str:
+    return public.read_text().split("\n")[0].strip()
 
 
 def _name(address: str, port: int) -> str:
@@ -43,7 +47,7 @@ def _name(address: str, port: int) -> str:
 def made(roles_dir: Path, host: str) -> str | None:
     """The public line of the key sovinfra made for the host, if it made one."""
     public = store(roles_dir) / host / f"{KEY_NAME}.pub"
-    return public.read_text().split("\n")[0].strip() if public.exists() else None
+    return _public_line(public) if public.exists() else None
 
 
 def pinned(known_hosts: Path, address: str, port: int, public: str) -> bool:
