@@ -129,9 +129,17 @@ def test_the_server_to_install_gets_the_installer_every_other_its_disk() -> None
     assert "auto=true" in kernel and "priority=critical" in kernel and "hostname=gpu1" in kernel
     # Asked before the preseed is read (it comes over the network): a provisioning network has no router.
     assert "netcfg/no_default_route=true" in kernel and "netcfg/get_nameservers=10.0.9.1" in kernel
-    assert "initrd /debian-installer/amd64/initrd.gz" in install and "\nboot\n" in install
-    # Laid over Debian's initrd: the installer's archive keyring is the site's key.
-    assert install.index("initrd.gz") < install.index("initrd /debian-installer/amd64/site-keyring.cpio.gz")
+    initrds = [line.split() for line in install.splitlines() if line.startswith("initrd ")]
+    # Laid over Debian's initrd, in this order: the installer's archive keyring is the site's key.
+    assert [(i[2], i[3]) for i in initrds] == [
+        ("initrd.gz", "/debian-installer/amd64/initrd.gz"),
+        ("site-keyring.cpio.gz", "/debian-installer/amd64/site-keyring.cpio.gz"),
+    ]
+    # Under UEFI the kernel's EFI stub loads them itself, by these names, in the same order.
+    assert [a.removeprefix("initrd=") for a in kernel.split() if a.startswith("initrd=")] == [
+        i[2] for i in initrds
+    ]
+    assert kernel.split()[-1] == "---" and "\nboot\n" in install
     local = render(t, "host.ipxe.j2", client=found["gpu2"])
     assert [line for line in local.splitlines() if line and not line.startswith("#")] == ["exit"]
     boot = render(t, "boot.ipxe.j2")
