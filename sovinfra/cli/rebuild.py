@@ -65,7 +65,9 @@ def rebuild(
             click.confirm(f"Erase {host}'s disk, install it from the site, then converge it from {snapshot}?",
                           abort=True)  # fmt: skip
         # provision refuses a server that answers as another machine, before its disk is touched.
-        reinstalled = ["provision", host, "--yes", *common, *secrets, *(["--other-machine"] * other_machine)]
+        reinstalled = ["provision", host, "--yes", *common, *secrets]
+        if other_machine:
+            reinstalled.append("--other-machine")
         steps.append(run_step("rebuild", "reinstall", reinstalled))
     found, differs = None, []
     if not steps or steps[-1]["exit_code"] == 0:
