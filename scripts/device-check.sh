@@ -10,6 +10,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   echo "== uname: $(uname -a)"
   nvidia-smi -L
   python3 -c "import pynvml, sys; print('nvidia-ml-py', pynvml.__version__ if hasattr(pynvml,'__version__') else '?', sys.version)"
+  echo "== tools: $(command -v nvcc dcgmi nv-hostengine nvbandwidth all_reduce_perf | tr '\n' ' ')"
+  dpkg-query -W -f '${Package} ${Version}\n' 2>/dev/null | grep -E -i 'nvidia|cuda|dcgm|nccl|fabric' | head -40
 } 2>&1 | tee "$OUT/env.txt"
 nvidia-smi -q > "$OUT/nvidia-smi-q.txt" 2>&1
 
@@ -59,3 +61,40 @@ nvidia-smi --query-gpu=pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.c
 wait $load
 cat "$OUT/cuda.txt"
 echo "== kernel log readable: $(python3 -c 'from sovinfra.health import collect; print(collect.read_kernel_log()[1])')"
+
+echo "== acceptance GPU stages: the product's own node commands (dcgmi diag, nvbandwidth, all_reduce_perf)"
+shim=""
+if ! python3 -c 'import pyinfra' 2>/dev/null; then
+  # The fact classes only subclass pyinfra's FactBase; where pyinfra is absent, a bare base class is enough
+  # to read their command lines (what the fleet runs over ssh), which is all this script needs from them.
+  shim=$(mktemp -d); mkdir "$shim/pyinfra"; : > "$shim/pyinfra/__init__.py"
+  echo 'class FactBase: ...' > "$shim/pyinfra/api.py"
+fi
+gpus=$(nvidia-smi -L | grep -c '^GPU ')
+stage() {  # name, python expression for the command; raw output kept as the stage fact returns it
+  local cmd
+  cmd=$(PYTHONPATH=$PYTHONPATH${shim:+:$shim} python3 -c "from sovinfra.fleet import dcgm, bandwidth; print($2)") || return
+  echo "-- $1: $cmd"
+  local t=$SECONDS
+  timeout 200 bash -c "$cmd" > "$OUT/$1.txt" 2>&1; echo "$1 rc=$? in $((SECONDS - t)) s, $(wc -c < "$OUT/$1.txt") bytes"
+  head -c 600 "$OUT/$1.txt"; echo
+}
+stage dcgm_diag_r1 "dcgm.DcgmDiag().command(1)"
+stage nvbandwidth "bandwidth.NvBandwidth().command()"
+stage all_reduce_perf "bandwidth.AllReduce().command($gpus)"
+python3 - "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from sovinfra.acceptance import bandwidth, dcgm
+out = Path(sys.argv[1])
+for name, parse in (("dcgm_diag_r1", dcgm.parse), ("nvbandwidth", bandwidth.parse_nvbandwidth),
+                    ("all_reduce_perf", bandwidth.parse_all_reduce)):
+    path = out / f"{name}.txt"
+    if not path.exists():
+        print(f"{name}: not run")
+        continue
+    try:
+        print(f"{name}: parsed: {parse(path.read_text())!r:.800}")
+    except ValueError as exc:
+        print(f"{name}: not parsed: {exc}")
+PY
