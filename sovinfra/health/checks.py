@@ -275,9 +275,19 @@ def check_mig(g: GpuReading, _m: GpuModel, _n: NodeReading, e: Expectations) -> 
 def check_fabric(g: GpuReading, m: GpuModel, _n: NodeReading, _e: Expectations) -> list[Finding]:
     if not m.nvswitch or not m.fabric_info:
         return []
-    if g.fabric_state is None or g.fabric_state == "not_supported":
+    if g.fabric_state is None:
+        return [_f(g, "fabric", "warn", "fabric state not reported (driver before the NVML fabric API)")]
+    if g.fabric_state == "not_supported":
+        # Seen on real H100 and H200 SXM GPUs passed through to a VM, with a current driver.
         return [
-            _f(g, "fabric", "warn", "fabric state not reported (driver too old, or not an NVSwitch board)")
+            _f(
+                g,
+                "fabric",
+                "warn",
+                "NVML says this GPU has no NVSwitch fabric"
+                " (a GPU passed through to a VM, or a board without NVSwitch)",
+                "where that is the node's shape set its health expectation nvswitch: false",
+            )
         ]
     if g.fabric_state != "completed" or g.fabric_status_ok is False:
         return [
