@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 STAGES = ("dhcp", "ipxe", "installer", "preseed")
 MEANING = {
     "": "no DHCP request seen: check the BMC's boot order, the NIC's MAC, the provisioning network",
-    "dhcp": "got its address; iPXE never asked for its script (the firmware did not chain to iPXE?)",
+    "dhcp": "got its address (or, from a proxy, its boot file); iPXE never asked for its script (the firmware"
+    " did not chain to iPXE?)",
     "ipxe": "got its boot script; the installer was not fetched (a disk boot, or iPXE stopped)",
     "installer": "the installer was fetched; it never asked for its preseed (its kernel or network?)",
     "preseed": "the installer is running with its preseed",
@@ -19,6 +20,8 @@ MEANING = {
 _STAMP = re.compile(r"^(\S+)\s")
 _SENT = re.compile(r"\bsent (\S+) to (\S+)")
 _NOT_FOUND = re.compile(r"\bfile (\S+) not found for (\S+)")
+# proxy-DHCP (netboot_dhcp: proxy): the boot file named to the firmware or iPXE at its address, by MAC.
+_PROXY_BOOT = re.compile(r"\bPXE\(\S+\) \S+ (\S+) \S+\s*$")
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,11 @@ def read(lines: list[str], clients: list[Client]) -> dict[str, Progress]:
     for line in lines:
         stamp = _STAMP.match(line)
         when = stamp.group(1) if stamp else ""
+        proxy = _PROXY_BOOT.search(line)
         for client in clients:
-            if "DHCPACK(" in line and f" {client.mac} " in f"{line} ":
+            if ("DHCPACK(" in line and f" {client.mac} " in f"{line} ") or (
+                proxy and proxy.group(1) == client.mac
+            ):
                 found[client.host].seen["dhcp"] = when
         sent = _SENT.search(line)
         if sent and sent.group(2) in by_address:

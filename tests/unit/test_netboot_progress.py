@@ -34,3 +34,15 @@ def test_what_was_last_seen_is_said_in_words() -> None:
     # Another server's transfers, or a MAC that merely contains this one, are not this server's.
     other = ["2026-12-03T22:40:00+0000 m dnsmasq-dhcp[1]: 7 DHCPACK(host0) 10.0.0.9 52:54:00:5f:02:011 x"]
     assert progress.read(other, CLIENTS)["pxe1"].stage == ""
+
+
+def test_a_proxy_naming_the_boot_file_is_the_dhcp_stage_its_menu_offer_is_not() -> None:
+    """netboot_dhcp: proxy. The lines are dnsmasq 2.90's (tests/integration/test_netboot_proxy_dhcp.py)."""
+    offer = "2026-12-04T13:30:00+0000 m dnsmasq-dhcp[9]: 40319 PXE(prov-0) 52:54:00:5f:02:01 proxy"
+    boot = "2026-12-04T13:30:01+0000 m dnsmasq-dhcp[9]: 40319 PXE(prov-0) 10.213.7.150 52:54:00:5f:02:01"
+    boot += " undionly.kpxe"
+    assert progress.read([offer], CLIENTS)["pxe1"].stage == ""
+    seen = progress.read([offer, boot], CLIENTS)
+    assert seen["pxe1"].seen == {"dhcp": "2026-12-04T13:30:01+0000"} and seen["pxe2"].stage == ""
+    longer = boot.replace("52:54:00:5f:02:01", "52:54:00:5f:02:011")
+    assert progress.read([longer], CLIENTS)["pxe1"].stage == ""

@@ -119,6 +119,31 @@ def test_dnsmasq_answers_only_listed_macs_on_the_provisioning_interface(tmp_path
     assert checked.returncode == 0 and "syntax check OK" in checked.stderr, checked.stderr
 
 
+def test_as_a_proxy_beside_the_networks_dhcp_it_hands_out_no_address_router_or_dns(tmp_path: Path) -> None:
+    """netboot_dhcp: proxy (its answers on the wire: tests/integration/test_netboot_proxy_dhcp.py)."""
+    conf = render(templar(["gpu1"]), "dnsmasq.conf.j2", netboot_dhcp="proxy")
+    lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
+    assert "dhcp-range=10.0.9.0,proxy,255.255.255.0" in lines
+    assert [line for line in lines if line.startswith("dhcp-host=")] == [
+        "dhcp-host=52:54:00:aa:00:01",
+        "dhcp-host=52:54:00:aa:00:02",
+    ]
+    assert "dhcp-ignore=tag:!known" in lines  # a MAC the inventory does not list gets nothing
+    assert not [line for line in lines if line.startswith(("dhcp-option=", "dhcp-boot="))]
+    services = [line for line in lines if line.startswith("pxe-service=")]
+    assert 'pxe-service=tag:!ipxe,x86PC,"sovinfra: iPXE",undionly.kpxe' in services
+    assert 'pxe-service=tag:!ipxe,BC_EFI,"sovinfra: iPXE",snponly.efi' in services
+    assert 'pxe-service=tag:ipxe,x86-64_EFI,"sovinfra: boot script",boot.ipxe' in services
+    assert len(services) == 6 and "interface=prov-0" in lines and "bind-interfaces" in lines
+    if not shutil.which("dnsmasq"):
+        pytest.skip("dnsmasq is not installed (scripts/setup installs dnsmasq-base)")
+    (tmp_path / "dnsmasq.conf").write_text(conf)
+    checked = subprocess.run(
+        ["dnsmasq", "--test", f"--conf-file={tmp_path / 'dnsmasq.conf'}"], capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "syntax check OK" in checked.stderr, checked.stderr
+
+
 def test_the_server_to_install_gets_the_installer_every_other_its_disk() -> None:
     t = templar(["gpu1"])
     found = clients(t)
