@@ -212,6 +212,93 @@ def test_a_blank_server_boots_the_installer_from_the_site_through_its_bmc(site: 
     assert code == 0, out
 
 
+@contextlib.contextmanager
+def networks_own_dhcp(work: Path) -> Iterator[Path]:
+    """The lab network's own DHCP server, as a site has one (addresses reserved per MAC, a router), on the
+    lab bridge beside the netboot service; its log's path. Stopped, by its PID, on the way out."""
+    log = work / "site-dhcp.log"
+    hosts = [f"--dhcp-host={x.mac},{x.address()}" for x in SERVERS]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces",
+             f"--interface={config.BRIDGE}", "--except-interface=lo", "--log-dhcp", "--log-facility=-",
+             "--pid-file=", f"--dhcp-leasefile={work / 'site-dhcp.leases'}", "--no-ping",
+             f"--dhcp-range={config.subnet().network_address},static,{config.subnet().netmask},10m",
+             f"--dhcp-option=option:router,{config.gateway()}", *hosts],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while "DHCP, " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and "DHCP, " in log.read_text(), log.read_text()
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=[x.firmware for x in SERVERS])
+def test_beside_the_networks_own_dhcp_a_proxy_boots_the_server_into_the_installer(
+    site: Site, server: Server, tmp_path: Path
+) -> None:
+    """netboot_dhcp: proxy. The network's server hands out the address; the netboot service only tells the
+    firmware (SeaBIOS' NIC ROM is iPXE: the boot script at once; OVMF: snponly.efi on port 4011) and then
+    iPXE where to boot from, and the chain to the installer and its preseed is the same."""
+    proxy = {"netboot_dhcp": "proxy"}
+    try:
+        changed = apply(site, "-e", json.dumps(proxy))
+        assert changed["ok"] and changed["hosts"]["mirror1"]["changed"] > 0, changed
+        assert "dhcp-range=" in on_mirror(
+            "grep -E '^dhcp-range=.*,proxy,' /etc/sovinfra/netboot/dnsmasq.conf"
+        )
+        egress_before = manager.egress_packets()
+        with networks_own_dhcp(tmp_path) as site_log:
+            booted = time.time()
+            bmc = (
+                "-i",
+                str(site.inventory),
+                "--vault-password-file",
+                str(site.vault),
+                "--limit",
+                server.name,
+            )
+            for step in (("bmc", "boot-once", "pxe"), ("bmc", "power", "on")):
+                code, out = invoke(*step, *bmc)
+                assert code == 0, out
+            preseed_sent = re.compile(
+                rf"sent \S*/hosts/{server.file}\.preseed to {re.escape(server.address())}"
+            )
+            deadline = time.monotonic() + BOOT_BUDGET_S
+            log = ""
+            while time.monotonic() < deadline and not preseed_sent.search(log):
+                time.sleep(10)
+                log = netboot_log(booted)
+            assert preseed_sent.search(log), (
+                f"no preseed fetched\n{log[-3000:]}\n{site_log.read_text()[-2000:]}"
+            )
+            code, out = invoke("bmc", "power", "off", *bmc)
+            assert code == 0, out
+            leases = site_log.read_text()
+        # The address came from the network's server, never from the netboot service.
+        assert re.search(rf"DHCPACK\({config.BRIDGE}\) {re.escape(server.address())} {server.mac}", leases)
+        assert "DHCPACK" not in log and "DHCPOFFER" not in log, log[-3000:]
+        # The proxy named the boot file to this server at its address: iPXE for the UEFI firmware, then the
+        # boot script to iPXE (SeaBIOS' NIC ROM is iPXE already).
+        named = re.findall(rf"PXE\(host0\) {re.escape(server.address())} {server.mac} (\S+)", log)
+        named = list(dict.fromkeys(named))  # in the order first named (a firmware may ask twice)
+        assert named == (["snponly.efi", "boot.ipxe"] if server.firmware == "uefi" else ["boot.ipxe"]), log
+        for sent in ("boot.ipxe", f"hosts/{server.file}.ipxe", "debian-installer/amd64/linux", "initrd.gz"):
+            assert re.search(rf"sent \S*/{re.escape(sent)} to ", log), (sent, log[-3000:])
+        assert manager.egress_packets() == egress_before
+    finally:
+        invoke("bmc", "power", "off", "-i", str(site.inventory), "--vault-password-file", str(site.vault),
+               "--limit", server.name)  # fmt: skip
+        back = apply(site)
+        assert back["ok"], back
+        assert on_mirror("grep -c ',static,' /etc/sovinfra/netboot/dnsmasq.conf").strip() == "1"
+
+
 def test_once_installed_the_server_boots_its_disk_and_the_role_is_idempotent(site: Site) -> None:
     done = apply(site, "-e", '{"netboot_install": []}')
     assert done["ok"] and done["hosts"]["mirror1"]["changed"] > 0, done
