@@ -33,7 +33,9 @@ def vm() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def up(nodes: int, cpus: int, memory_mib: int, provision: bool, as_json: bool) -> None:
     """Build the box (once), give each VM its host key, name and address, and `vagrant up` them."""
-    made = lab_vm.up(nodes, cpus, memory_mib, provision, _log)
+    from sovinfra.cli.mirror import default_store
+
+    made = lab_vm.up(nodes, cpus, memory_mib, provision, _log, default_store())
     if as_json:
         click.echo(json.dumps({"vms": [asdict(v) for v in made], "driver": lab_vm.driver()}, indent=2))
     else:
@@ -79,11 +81,33 @@ def box() -> None:
 @box.command()
 @click.option("--release", default=config.DEFAULT_RELEASE, show_default=True,
               type=click.Choice(list(config.RELEASES)), help="Debian release")  # fmt: skip
+@click.option("--source", type=click.Choice(["auto", "archive", "snapshot"]), default="auto",
+              show_default=True, help="where its packages come from; auto: as `lab vm up` takes them (the "
+              "site's package snapshot in an air-gapped lab whose store holds the box's packages, else "
+              "Debian's archive)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def build(release: str, as_json: bool) -> None:
+def build(release: str, source: str, as_json: bool) -> None:
     """Build the box once per recipe (debootstrap, kernel, GRUB, sshd, a user key of its own) and add it."""
+    from sovinfra.cli.mirror import default_store
+    from sovinfra.errors import UserError
     from sovinfra.lab import box as lab_box
+    from sovinfra.lab import state
 
-    name = lab_box.ensure(release, _log)
-    doc = {"box": name, "file": str(lab_box.box_file(release)), "user_key": str(lab_box.user_key(release))}
-    click.echo(json.dumps(doc, indent=2) if as_json else f"box {name}: {doc['file']}")
+    store = default_store()
+    if source == "snapshot":
+        found, why = lab_box.site_snapshot(store)
+        if found is None:
+            raise UserError(f"--source snapshot: {why}")
+        chosen = found
+    elif source == "archive":
+        chosen = lab_box.ARCHIVE
+    else:
+        chosen = lab_vm.box_source(store, state.load().air_gapped, _log)
+    name = lab_box.ensure(release, _log, chosen)
+    doc = {
+        "box": name,
+        "source": chosen.describe(release),
+        "file": str(lab_box.box_file(release, chosen)),
+        "user_key": str(lab_box.user_key(release, chosen)),
+    }
+    click.echo(json.dumps(doc, indent=2) if as_json else f"box {name} from {doc['source']}: {doc['file']}")

@@ -1,6 +1,10 @@
 """A Vagrant box for the libvirt provider, built here from Debian's packages alone (no Vagrant Cloud, here
 or at an air-gapped site), cached by its recipe.
 
+Its packages come from the site's package snapshot when the mirror's store has one published that holds
+them (`Source`: debootstrap from the published tree, its Release checked with the site key), else from
+Debian's archive; a box is cached per release, recipe and source.
+
 The box is a real machine: Debian's kernel and initramfs, GRUB in the disk's MBR, systemd, sshd. Its
 `vagrant` user logs in with a key made for this box (never Vagrant's public insecure key). No host key is
 baked in: each VM is handed its own at boot through QEMU's firmware config (`fw_cfg`, readable by root in
@@ -16,6 +20,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from sovinfra import paths
@@ -98,68 +103,116 @@ end
 """
 
 
-def recipe(release: str) -> str:
+@dataclass(frozen=True)
+class Source:
+    """Where debootstrap takes the box's packages: an archive by release, or a snapshot (`suite`, its
+    Release checked with `keyring`, the site key) at `url`."""
+
+    url: str
+    suite: str = ""  # "": the release's own suite (an archive)
+    keyring: str = ""  # "": debootstrap's own (Debian's archive keyring)
+
+    def describe(self, release: str) -> str:
+        return f"the site's package snapshot {self.suite}" if self.suite else f"Debian's archive ({release})"
+
+
+ARCHIVE = Source(config.DEBIAN_MIRROR)
+
+
+def site_snapshot(store: Path) -> tuple[Source | None, str]:
+    """The store's current published package snapshot as a box source when it holds every package the box
+    installs; else None and why (said where the box is built from Debian's archive instead)."""
+    from sovinfra.mirror import apt_snapshots, sitekey
+
+    snap = apt_snapshots.current(store)
+    tree = apt_snapshots.published_tree(store)
+    if not snap or not (tree / "dists" / snap / "Release").exists():
+        return None, f"no package snapshot is published in {store}"
+    held = {key.split("_", 1)[0] for key in apt_snapshots.packages_of(apt_snapshots.Aptly(store), snap)}
+    missing = sorted(set(PACKAGES) - held)
+    if missing:
+        return None, f"the package snapshot {snap} lacks {', '.join(missing)}"
+    return Source(f"file://{tree}", snap, str(sitekey.public_keyring(store))), ""
+
+
+def recipe(release: str, source: Source = ARCHIVE) -> str:
     files = [IDENTITY_SCRIPT, IDENTITY_UNIT, GRUB_CFG, BOX_VAGRANTFILE]
-    text = json.dumps(
-        {"v": VERSION, "release": release, "packages": PACKAGES, "disk_gb": DISK_GB,
-         "mirror": config.DEBIAN_MIRROR, "files": files},
-        sort_keys=True,
-    )  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    doc = {"v": VERSION, "release": release, "packages": PACKAGES, "disk_gb": DISK_GB, "mirror": source.url,
+           "files": files}  # fmt: skip
+    if source.suite:  # a snapshot: its id and the key that checks it (an archive box's recipe is as before)
+        keyring = Path(source.keyring).read_bytes() if source.keyring else b""
+        doc |= {"suite": source.suite, "keyring": hashlib.sha256(keyring).hexdigest()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def name(release: str) -> str:
-    """The box's name in Vagrant: one per release and recipe, so a changed recipe is a new box."""
-    return f"sovinfra/{release}-{recipe(release)}"
+def name(release: str, source: Source = ARCHIVE) -> str:
+    """The box's name in Vagrant: one per release, recipe and source, so a changed recipe is a new box."""
+    return f"sovinfra/{release}-{recipe(release, source)}"
 
 
-def box_dir(release: str) -> Path:
-    return paths.lab_cache_dir() / "boxes" / f"{release}-{recipe(release)}"
+def box_dir(release: str, source: Source = ARCHIVE) -> Path:
+    return paths.lab_cache_dir() / "boxes" / f"{release}-{recipe(release, source)}"
 
 
-def user_key(release: str) -> Path:
+def user_key(release: str, source: Source = ARCHIVE) -> Path:
     """The private key the box's vagrant user logs in with (made with the box, 0600, root's)."""
-    return box_dir(release) / "vagrant_ed25519"
+    return box_dir(release, source) / "vagrant_ed25519"
 
 
-def kernel_release(release: str) -> str:
+def kernel_release(release: str, source: Source = ARCHIVE) -> str:
     """The kernel the box boots (what DKMS builds NVIDIA's module for: its headers go in the snapshot)."""
-    return (box_dir(release) / "kernel-release").read_text().strip()
+    return (box_dir(release, source) / "kernel-release").read_text().strip()
 
 
-def box_file(release: str) -> Path:
-    return box_dir(release) / "sovinfra.box"
+def box_file(release: str, source: Source = ARCHIVE) -> Path:
+    return box_dir(release, source) / "sovinfra.box"
 
 
-def _added(release: str) -> bool:
+def _added(release: str, source: Source) -> bool:
     # Away from the project's Vagrantfile, which only loads once `lab vm up` wrote its settings.
-    out = run(["vagrant", "box", "list", "--machine-readable"], check=False, cwd=box_dir(release))
-    return any(line.split(",")[3:4] == [name(release)] for line in out.splitlines() if ",box-name," in line)
+    out = run(["vagrant", "box", "list", "--machine-readable"], check=False, cwd=box_dir(release, source))
+    wanted = [name(release, source)]
+    return any(line.split(",")[3:4] == wanted for line in out.splitlines() if ",box-name," in line)
 
 
-def ensure(release: str = config.DEFAULT_RELEASE, log: Callable[[str], None] = print) -> str:
-    """The box for `release`, built once per recipe and added to Vagrant; returns its name."""
+def ensure(
+    release: str = config.DEFAULT_RELEASE, log: Callable[[str], None] = print, source: Source = ARCHIVE
+) -> str:
+    """The box for `release` from `source`, built once per recipe and added to Vagrant; returns its name."""
     if release not in config.RELEASES:
         raise UserError(f"--release: {release!r} is not one of {', '.join(config.RELEASES)}")
-    target = box_dir(release)
-    if not box_file(release).exists():
-        build(release, target, log)
-    if not _added(release):
-        log(f"adding box {name(release)} to Vagrant ...")
-        run(["vagrant", "box", "add", "--force", "--name", name(release), str(box_file(release))],
-            cwd=box_dir(release))  # fmt: skip
-    return name(release)
+    target = box_dir(release, source)
+    if not box_file(release, source).exists():
+        build(release, target, log, source)
+    if not _added(release, source):
+        log(f"adding box {name(release, source)} to Vagrant ...")
+        archive = box_file(release, source)
+        run(["vagrant", "box", "add", "--force", "--name", name(release, source), str(archive)], cwd=target)
+    return name(release, source)
 
 
-def build(release: str, target: Path, log: Callable[[str], None]) -> None:
+def debootstrap_argv(release: str, root: Path, source: Source) -> list[str]:
+    """debootstrap's command line for the box's tree (pure): a snapshot's suite is its id, so the release's
+    script is named, and its Release is checked with the site key."""
+    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
+    if not source.suite:
+        return [*argv, release, str(root), source.url]
+    keyring = [f"--keyring={source.keyring}"] if source.keyring else []
+    return [*argv, *keyring, source.suite, str(root), source.url, f"/usr/share/debootstrap/scripts/{release}"]
+
+
+def build(release: str, target: Path, log: Callable[[str], None], source: Source = ARCHIVE) -> None:
     """Debootstrap, a disk with GRUB, qcow2, the box archive: made aside, then renamed into place."""
     work = target.with_name(target.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     root = work / "rootfs"
-    log(f"building Vagrant box {name(release)} (debootstrap {release}, kernel, GRUB) ...")
-    run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", release, str(root),
-         config.DEBIAN_MIRROR])  # fmt: skip
+    log(f"building Vagrant box {name(release, source)} from {source.describe(release)} (debootstrap, kernel, "
+        "GRUB) ...")  # fmt: skip
+    run(debootstrap_argv(release, root, source))
+    if source.suite:
+        # Its sources named the control node's tree: the VM's come from the base role (the site snapshot).
+        (root / "etc/apt/sources.list").write_text("")
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"sovinfra box {release}", "-f",
          str(work / "vagrant_ed25519")])  # fmt: skip
     _configure(root, (work / "vagrant_ed25519.pub").read_text())

@@ -12,7 +12,7 @@ import yaml
 from sovinfra import atomic, paths
 from sovinfra.acceptance import rundir
 from sovinfra.inventory import defaults
-from sovinfra.lab import config, nvidia_repo, nvidia_upstream
+from sovinfra.lab import box, config, nvidia_repo, nvidia_upstream
 from sovinfra.lab.state import LabState
 
 
@@ -65,11 +65,12 @@ def group_vars_all(
     mirror = next((h.address for h in state.hosts.values() if "model_mirror" in h.groups), None)
     if state.air_gapped:
         # Only the site's signed package snapshot (`sovinfra mirror packages sync`), served by the mirror
-        # host; the snapshot also holds what the lab's base image was built with, and NVIDIA's packages
-        # mirrored from the stand-ins as a site mirrors NVIDIA's repositories.
+        # host; the snapshot also holds what the lab's base image was built with, what the Vagrant box is
+        # built from (`lab vm up` debootstraps it from the snapshot), and NVIDIA's packages mirrored from
+        # the stand-ins as a site mirrors NVIDIA's repositories.
         apt: dict[str, Any] = {
             "site_apt_snapshot": "current",
-            "model_mirror_apt_packages": list(config.BASE_PACKAGES),
+            "model_mirror_apt_packages": sorted({*config.BASE_PACKAGES, *box.PACKAGES}),
             "model_mirror_apt_upstreams": apt_upstreams(roles_dir, repos),
             # Containers run this machine's kernel: the snapshot holds the stand-in headers for it.
             "nvidia_driver_kernel_release": os.uname().release,

@@ -210,11 +210,13 @@ def pin(entries: list[str]) -> None:
     _mark(KNOWN_HOSTS, entries)
 
 
-def settings(vms: list[VmPlan], release: str, cpus: int, memory_mib: int) -> dict:
+def settings(
+    vms: list[VmPlan], release: str, cpus: int, memory_mib: int, source: box.Source = box.ARCHIVE
+) -> dict:
     root = paths.project_root()
     return {
-        "box": box.name(release),
-        "user_key": str(box.user_key(release)),
+        "box": box.name(release, source),
+        "user_key": str(box.user_key(release, source)),
         "bridge": config.BRIDGE,
         "driver": driver(),
         "cpus": cpus,
@@ -272,7 +274,21 @@ def domain(name: str) -> str:
     return f"{DOMAIN_PREFIX}{name}"
 
 
-def up(nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log) -> list[VmPlan]:
+def box_source(store: Path | None, air_gapped: bool, log: Log) -> box.Source:
+    """The site's package snapshot for an air-gapped lab whose store publishes one that holds the box's
+    packages; Debian's archive otherwise (said, with why)."""
+    if air_gapped and store is not None:
+        found, why = box.site_snapshot(store)
+        if found:
+            return found
+        log(f"the box comes from Debian's archive: {why}")
+    return box.ARCHIVE
+
+
+def up(
+    nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log, store: Path | None = None
+) -> list[VmPlan]:
+    """`store`: the mirror's store, whose package snapshot the box is built from where it can be."""
     from sovinfra.lab import inventory as lab_inventory
     from sovinfra.lab import manager
 
@@ -284,7 +300,8 @@ def up(nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log) -> lis
         lab.libvirt_started = True
         state.save(lab)
     release = config.DEFAULT_RELEASE
-    box.ensure(release, log)
+    source = box_source(store, lab.air_gapped, log)
+    box.ensure(release, log, source)
     vms = plan(nodes, lab.subnet)
     extra = sorted(set(lab.vms) - {vm.name for vm in vms})
     if extra and settings_file().exists():
@@ -297,15 +314,15 @@ def up(nodes: int, cpus: int, memory_mib: int, provision: bool, log: Log) -> lis
             vm.address,
             list(GROUPS),
             box.USER,
-            str(box.user_key(release)),
-            box.kernel_release(release),
+            str(box.user_key(release, source)),
+            box.kernel_release(release, source),
         )
         for vm in vms
     }
     state.save(lab)  # recorded before anything runs: `down` removes it whatever happens next
     pin([f"{vm.address} {keys[vm.name]}" for vm in vms])
     _write_known_hosts(lab)
-    atomic.write_text(settings_file(), json.dumps(settings(vms, release, cpus, memory_mib), indent=2))
+    atomic.write_text(settings_file(), json.dumps(settings(vms, release, cpus, memory_mib, source), indent=2))
     lab_inventory.write(lab, paths.lab_inventory_dir(), paths.lab_dir(), manager.standin_repos())
     code = vagrant(["up", "--provider=libvirt", *([] if provision else ["--no-provision"])], log)
     if code:

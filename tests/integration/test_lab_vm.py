@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from sovinfra import paths
 from sovinfra.cli import cli
+from sovinfra.cli.mirror import default_store
 from sovinfra.lab import box, config, nvidia_repo, vm
 from sovinfra.lab import state as lab_state
 
@@ -61,6 +62,11 @@ def vm1(lab_inventory: str, converged: dict) -> Iterator[str]:
     code, out = invoke("lab", "vm", "up", "--nodes", "1", "--no-provision", "--json")
     try:
         assert code == 0, out[-3000:]
+        # The box was built from the site's package snapshot the lab converged from (checked with the site
+        # key), not from Debian's archive.
+        found, why = box.site_snapshot(default_store())
+        assert found, why
+        assert json.loads(vm.settings_file().read_text())["box"] == box.name(config.DEFAULT_RELEASE, found)
         # The VM's kernel is not this machine's: its headers go into the site snapshot, which the mirror
         # host then publishes.
         code, out = invoke("mirror", "packages", "sync")
@@ -83,7 +89,7 @@ def test_a_vm_of_its_own_kernel_answers_with_the_key_pinned_before_it_existed(
     vm1: str, tmp_path: Path
 ) -> None:
     name, kernel, address = on_vm("hostname; uname -r; ip -4 -o addr show eth0").split("\n", 2)
-    assert name == VM and kernel == box.kernel_release(config.DEFAULT_RELEASE) != os.uname().release
+    assert name == VM and kernel == lab_state.load().vms[VM].kernel != os.uname().release
     assert f"inet {lab_state.load().vms[VM].address}/" in address
     # Its host key is the one pinned before it booted; any other is refused (an impostor at its address).
     other = tmp_path / "other_key"

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from sovinfra.inventory import model, site
-from sovinfra.lab import config, network, nvidia_repo
+from sovinfra.lab import box, config, network, nvidia_repo
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState
 from sovinfra.mirror import apt_plan
@@ -88,8 +88,8 @@ def test_air_gapped_inventory_has_no_proxy_and_the_snapshot(tmp_path: Path) -> N
     written = model.host_vars(inv, "gpu1")
     assert written["site_apt_snapshot"] == "current"
     assert "base_apt_proxy_url" not in written and "base_apt_proxy_direct_hosts" not in written
-    # The snapshot also holds what the lab's base image was built with.
-    assert set(config.BASE_PACKAGES) <= set(written["model_mirror_apt_packages"])
+    # The snapshot also holds what the lab's base image and the Vagrant box are built with.
+    assert set(config.BASE_PACKAGES) | set(box.PACKAGES) <= set(written["model_mirror_apt_packages"])
     # NVIDIA's upstreams are the stand-ins, served on this machine's loopback only; Debian's stay the
     # site default's; the result is a declaration the sync accepts.
     upstreams = apt_plan.parse_upstreams(written["model_mirror_apt_upstreams"], "all.yml")

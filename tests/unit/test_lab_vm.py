@@ -43,6 +43,49 @@ def test_the_box_recipe_names_a_new_box_when_it_changes(monkeypatch: pytest.Monk
     assert box.name("bookworm") != before
 
 
+SNAPSHOT = box.Source("file:///srv/store/packages/aptly/public/site", "20261204T120000Z", "")
+
+
+def test_a_box_from_the_site_snapshot_is_its_own_box_per_snapshot_and_key(tmp_path: Path) -> None:
+    archive = box.name("bookworm")
+    assert box.name("bookworm", box.ARCHIVE) == archive  # the archive box's name did not move
+    from_snapshot = box.name("bookworm", SNAPSHOT)
+    assert from_snapshot != archive and from_snapshot.startswith("sovinfra/bookworm-")
+    newer = box.Source(SNAPSHOT.url, "20261205T000000Z")
+    assert box.name("bookworm", newer) != from_snapshot
+    key_a, key_b = tmp_path / "a.gpg", tmp_path / "b.gpg"
+    key_a.write_bytes(b"key a")
+    key_b.write_bytes(b"key b")
+    signed_a = box.Source(SNAPSHOT.url, SNAPSHOT.suite, str(key_a))
+    assert box.name("bookworm", signed_a) != box.name(
+        "bookworm", box.Source(SNAPSHOT.url, SNAPSHOT.suite, str(key_b))
+    )
+    assert box.box_dir("bookworm", signed_a) != box.box_dir("bookworm")
+
+
+def test_debootstrap_takes_a_snapshot_by_its_id_with_the_releases_script_and_the_site_key() -> None:
+    root = Path("/tmp/rootfs")
+    argv = box.debootstrap_argv("bookworm", root, box.ARCHIVE)
+    assert argv[-3:] == ["bookworm", "/tmp/rootfs", box.ARCHIVE.url] and not any("keyring" in a for a in argv)
+    signed = box.Source(SNAPSHOT.url, SNAPSHOT.suite, "/srv/store/keys/site.gpg")
+    argv = box.debootstrap_argv("bookworm", root, signed)
+    assert argv[-4:] == [
+        "20261204T120000Z",
+        "/tmp/rootfs",
+        "file:///srv/store/packages/aptly/public/site",
+        "/usr/share/debootstrap/scripts/bookworm",
+    ]
+    assert "--keyring=/srv/store/keys/site.gpg" in argv and "--variant=minbase" in argv
+
+
+def test_without_a_published_snapshot_the_box_comes_from_debians_archive_saying_why(tmp_path: Path) -> None:
+    said: list[str] = []
+    assert vm.box_source(tmp_path, True, said.append) == box.ARCHIVE
+    assert said == [f"the box comes from Debian's archive: no package snapshot is published in {tmp_path}"]
+    said.clear()
+    assert vm.box_source(tmp_path, False, said.append) == box.ARCHIVE and said == []  # an --apt-proxy lab
+
+
 def test_everything_in_the_way_is_said_before_anything_is_made() -> None:
     found = vm.problems(0, 0, 100, LabState())
     assert any("--nodes must be between 1 and 8, got 0" in p for p in found), found
