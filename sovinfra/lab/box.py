@@ -2,7 +2,7 @@
 or at an air-gapped site), cached by its recipe.
 
 Its packages come from the site's package snapshot when the mirror's store has one published that holds
-them (`Source`: debootstrap from the published tree, its Release checked with the site key), else from
+them (`Source`: mmdebstrap from the published tree, its index checked with the site key), else from
 Debian's archive; a box is cached per release, recipe and source.
 
 The box is a real machine: Debian's kernel and initramfs, GRUB in the disk's MBR, systemd, sshd. Its
@@ -50,8 +50,8 @@ USER = "vagrant"
 # file=...): its ssh host key (private half), its hostname, its network (a systemd-networkd file).
 FW_CFG = "opt/sovinfra"
 IDENTITY = ("ssh_host_ed25519_key", "hostname", "network")
-# Bump to rebuild every cached box (the recipe hash changes).
-VERSION = 1
+# Bump to rebuild every cached box (the recipe hash changes). 2: mmdebstrap (apt's choice of versions).
+VERSION = 2
 
 # At boot, before the network and sshd. Without a host key sshd has none and nobody logs in (better than
 # a key nobody pinned).
@@ -105,12 +105,12 @@ end
 
 @dataclass(frozen=True)
 class Source:
-    """Where debootstrap takes the box's packages: an archive by release, or a snapshot (`suite`, its
+    """Where mmdebstrap takes the box's packages: an archive by release, or a snapshot (`suite`, its
     Release checked with `keyring`, the site key) at `url`."""
 
     url: str
     suite: str = ""  # "": the release's own suite (an archive)
-    keyring: str = ""  # "": debootstrap's own (Debian's archive keyring)
+    keyring: str = ""  # "": apt's trusted keys (Debian's archive keyring)
 
     def describe(self, release: str) -> str:
         return f"the site's package snapshot {self.suite}" if self.suite else f"Debian's archive ({release})"
@@ -128,7 +128,10 @@ def site_snapshot(store: Path) -> tuple[Source | None, str]:
     tree = apt_snapshots.published_tree(store)
     if not snap or not (tree / "dists" / snap / "Release").exists():
         return None, f"no package snapshot is published in {store}"
-    held = {key.split("_", 1)[0] for key in apt_snapshots.packages_of(apt_snapshots.Aptly(store), snap)}
+    held = {
+        key.split("_", 1)[0]
+        for key in apt_snapshots.packages_of(apt_snapshots.Aptly(store), apt_snapshots.site_name(snap))
+    }
     missing = sorted(set(PACKAGES) - held)
     if missing:
         return None, f"the package snapshot {snap} lacks {', '.join(missing)}"
@@ -191,14 +194,15 @@ def ensure(
     return name(release, source)
 
 
-def debootstrap_argv(release: str, root: Path, source: Source) -> list[str]:
-    """debootstrap's command line for the box's tree (pure): a snapshot's suite is its id, so the release's
-    script is named, and its Release is checked with the site key."""
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
+def bootstrap_argv(release: str, root: Path, source: Source) -> list[str]:
+    """mmdebstrap's command line for the box's tree (pure). apt chooses the versions, so a merged snapshot
+    with several versions of a package works (debootstrap's own resolver stops at them); a snapshot is
+    named by its id and its index checked with the site key."""
+    argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
     if not source.suite:
         return [*argv, release, str(root), source.url]
-    keyring = [f"--keyring={source.keyring}"] if source.keyring else []
-    return [*argv, *keyring, source.suite, str(root), source.url, f"/usr/share/debootstrap/scripts/{release}"]
+    signed = f"[signed-by={source.keyring}] " if source.keyring else ""
+    return [*argv, source.suite, str(root), f"deb {signed}{source.url} {source.suite} main"]
 
 
 def build(release: str, target: Path, log: Callable[[str], None], source: Source = ARCHIVE) -> None:
@@ -207,9 +211,9 @@ def build(release: str, target: Path, log: Callable[[str], None], source: Source
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     root = work / "rootfs"
-    log(f"building Vagrant box {name(release, source)} from {source.describe(release)} (debootstrap, kernel, "
+    log(f"building Vagrant box {name(release, source)} from {source.describe(release)} (mmdebstrap, kernel, "
         "GRUB) ...")  # fmt: skip
-    run(debootstrap_argv(release, root, source))
+    run(bootstrap_argv(release, root, source))
     if source.suite:
         # Its sources named the control node's tree: the VM's come from the base role (the site snapshot).
         (root / "etc/apt/sources.list").write_text("")

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from debian.debian_support import Version
+
 from sovinfra.errors import UserError
 from sovinfra.inventory import defaults, model
 
@@ -346,6 +348,63 @@ def parse_unmet(verify_output: str) -> list[str]:
         return []
     lines = rest.splitlines()[1:]
     return sorted({re.sub(r"\s*\[[^]]*\]$", "", line.strip()) for line in lines if line.strip()})
+
+
+_RELATION = re.compile(r"^([a-z0-9][a-z0-9+.-]+)(?::\S+)?(?:\s*\((<<|<=|=|>=|>>)\s*([^)\s]+)\s*\))?")
+_HOLDS = {
+    "<<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0, ">=": lambda c: c >= 0,
+    ">>": lambda c: c > 0,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One package version of a snapshot, as far as apt's choice of versions goes."""
+
+    name: str
+    version: str
+    depends: str = ""  # Depends and Pre-Depends, as the control file writes them
+
+
+def _met_by_newest(name: str, relation: str, version: str, newest: dict[str, Version]) -> bool | None:
+    """Whether the newest version of `name` meets the relation; None where the package is not in the
+    snapshot (virtual, or missing: aptly's own check names what is missing)."""
+    if name not in newest:
+        return None
+    if not relation:
+        return True
+    have, want = newest[name], Version(version)
+    return _HOLDS[relation]((have > want) - (have < want))
+
+
+def held_back(stanzas: Sequence[Stanza]) -> list[str]:
+    """Names to mirror from every upstream, so that apt can install the snapshot's newest versions together
+    (pure). apt installs only a package's newest version; a merged snapshot can hold a package updated by
+    one upstream (perl-base from a security suite) beside a sibling of the same source only at the
+    release's version (perl, whose Depends pins perl-base (= the older version)): aptly's check is met by
+    the older version the merge keeps, but apt would hold the update back, or fail to install perl at all.
+    Returned: each package whose newest version has a dependency no newest version meets, the packages it
+    names, and every package that has a version equal to either side's (its source's siblings)."""
+    newest: dict[str, Version] = {}
+    by_version: dict[str, set[str]] = {}
+    for st in stanzas:
+        version = Version(st.version)
+        if st.name not in newest or version > newest[st.name]:
+            newest[st.name] = version
+        by_version.setdefault(st.version, set()).add(st.name)
+    out: set[str] = set()
+    for st in stanzas:
+        if Version(st.version) != newest[st.name]:
+            continue
+        for dependency in filter(None, (d.strip() for d in st.depends.split(","))):
+            terms = [m.groups("") for a in dependency.split("|") if (m := _RELATION.match(a.strip()))]
+            met = [_met_by_newest(name, relation, version, newest) for name, relation, version in terms]
+            if not met or any(m is not False for m in met):
+                continue  # met, or names a package the snapshot lacks (aptly's check reports those)
+            names = {st.name, *(name for name, _, _ in terms)}
+            versions = {st.version, *(str(newest[n]) for n in names)}
+            out |= names | {n for v in versions for n in by_version.get(v, ())}
+    return sorted(out)
 
 
 def prune_plan(published: list[str], current: str | None, keep: int) -> list[str]:

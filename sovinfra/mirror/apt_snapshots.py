@@ -168,6 +168,11 @@ def pinned_keyring(store: Path, upstream: apt_plan.Upstream) -> Path:
     return out
 
 
+def site_name(snap_id: str) -> str:
+    """aptly's name of the merged site snapshot published as `snap_id`."""
+    return f"{PREFIX}-{snap_id}"
+
+
 def packages_of(aptly: Aptly, snapshot: str) -> list[str]:
     """`name_version_arch` keys of a snapshot."""
     text = aptly("snapshot", "show", "-with-packages", snapshot, what=f"reading snapshot {snapshot}")
@@ -230,7 +235,7 @@ def _snapshot_round(aptly: Aptly, upstreams: list[apt_plan.Upstream], snap_id: s
         for name, _ in upstream.mirror_names():
             aptly("snapshot", "create", f"{name}-{snap_id}", "from", "mirror", name, what=f"upstream {name}")
             made.append(f"{name}-{snap_id}")
-    site = f"{PREFIX}-{snap_id}"
+    site = site_name(snap_id)
     # -no-remove: two GPU nodes may pin two driver versions (a rolling upgrade); both stay. And a suite's
     # packages can depend on the exact version of another suite that a newer one supersedes (tried:
     # newest-wins merging of Debian's suites leaves `perl-base (= 5.36.0-7+deb12u3)` unmet).
@@ -243,6 +248,14 @@ def _unmet(aptly: Aptly, snapshot: str) -> list[str]:
     Debian's netavark provides `container-network-stack (= 2)`: a bare name some package provides is met."""
     unmet = apt_plan.parse_unmet(aptly("snapshot", "verify", snapshot, what=f"verifying {snapshot}"))
     return [d for d in unmet if not (apt_plan.BARE_NAME.match(d) and _provided(aptly, snapshot, d))]
+
+
+def _stanzas(aptly: Aptly, snapshot: str) -> list[apt_plan.Stanza]:
+    """Every package version of a snapshot with what it depends on (what apt's choice of versions needs)."""
+    fields = '{{.Package}}\t{{.Version}}\t{{index . "Depends"}}\t{{index . "Pre-Depends"}}'
+    out = aptly("snapshot", "search", f"-format={fields}", snapshot, "Name (% *)", what=f"reading {snapshot}")
+    rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == 3]
+    return [apt_plan.Stanza(name, version, ", ".join(filter(None, deps))) for name, version, *deps in rows]
 
 
 def _provided(aptly: Aptly, snapshot: str, name: str) -> bool:
@@ -309,10 +322,14 @@ def sync(
             _update_mirrors(aptly, keyrings, upstreams, query, architectures, log, installer)
             made = _snapshot_round(aptly, upstreams, snap_id)
             unmet = _unmet(aptly, made[-1])
-            new = [d for d in unmet if d not in more]
+            held = apt_plan.held_back(_stanzas(aptly, made[-1]))
+            new = [d for d in [*unmet, *held] if d not in more]
             if not new or rounds == MAX_ROUNDS:
                 break
-            log(f"{len(new)} dependencies are in other upstreams; mirroring them too ...")
+            log(
+                f"{len(new)} dependencies are in other upstreams, or siblings of updated packages; "
+                "mirroring them too ..."
+            )
             more = sorted({*more, *new})
             _drop(aptly, snap_id, made, published=False)
             made = []
@@ -325,6 +342,12 @@ def sync(
                 f"({rounds} round(s) of mirroring): "
                 + ", ".join(u.name for u in upstreams)
                 + (f" (and {len(unmet) - 1} more: {', '.join(unmet[1:6])})" if len(unmet) > 1 else "")
+            )
+        if held:
+            more_held = " ..." if len(held) > 8 else ""
+            log(
+                f"warning: apt will hold back {', '.join(held[:8])}{more_held}: a newest version depends "
+                "on a version no upstream has"
             )
         log(f"publishing {snap_id} ({len(keys)} packages) ...")
         aptly(
@@ -418,7 +441,7 @@ def prune(store: Path, keep: int) -> list[str]:
         _drop(
             aptly,
             snap_id,
-            [f"{m}-{snap_id}" for m in info.upstreams] + [f"{PREFIX}-{snap_id}"],
+            [f"{m}-{snap_id}" for m in info.upstreams] + [site_name(snap_id)],
             published=True,
         )
         (packages_dir(store) / "snapshots" / f"{snap_id}.json").unlink()

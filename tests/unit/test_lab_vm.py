@@ -63,19 +63,19 @@ def test_a_box_from_the_site_snapshot_is_its_own_box_per_snapshot_and_key(tmp_pa
     assert box.box_dir("bookworm", signed_a) != box.box_dir("bookworm")
 
 
-def test_debootstrap_takes_a_snapshot_by_its_id_with_the_releases_script_and_the_site_key() -> None:
+def test_mmdebstrap_takes_a_snapshot_by_its_id_checked_with_the_site_key() -> None:
     root = Path("/tmp/rootfs")
-    argv = box.debootstrap_argv("bookworm", root, box.ARCHIVE)
-    assert argv[-3:] == ["bookworm", "/tmp/rootfs", box.ARCHIVE.url] and not any("keyring" in a for a in argv)
+    argv = box.bootstrap_argv("bookworm", root, box.ARCHIVE)
+    assert argv[0] == "mmdebstrap" and argv[-3:] == ["bookworm", "/tmp/rootfs", box.ARCHIVE.url]
     signed = box.Source(SNAPSHOT.url, SNAPSHOT.suite, "/srv/store/keys/site.gpg")
-    argv = box.debootstrap_argv("bookworm", root, signed)
-    assert argv[-4:] == [
+    argv = box.bootstrap_argv("bookworm", root, signed)
+    assert argv[-3:] == [
         "20261204T120000Z",
         "/tmp/rootfs",
-        "file:///srv/store/packages/aptly/public/site",
-        "/usr/share/debootstrap/scripts/bookworm",
+        "deb [signed-by=/srv/store/keys/site.gpg] file:///srv/store/packages/aptly/public/site "
+        "20261204T120000Z main",
     ]
-    assert "--keyring=/srv/store/keys/site.gpg" in argv and "--variant=minbase" in argv
+    assert "--variant=minbase" in argv and f"--include={','.join(box.PACKAGES)}" in argv
 
 
 def test_without_a_published_snapshot_the_box_comes_from_debians_archive_saying_why(tmp_path: Path) -> None:
