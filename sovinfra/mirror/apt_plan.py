@@ -364,6 +364,11 @@ class Stanza:
     name: str
     version: str
     depends: str = ""  # Depends and Pre-Depends, as the control file writes them
+    source: str = ""  # its Source field ("" where the source is named as the package)
+
+    @property
+    def source_name(self) -> str:
+        return self.source.split(" ", 1)[0] if self.source else self.name
 
 
 def _met_by_newest(name: str, relation: str, version: str, newest: dict[str, Version]) -> bool | None:
@@ -384,14 +389,16 @@ def held_back(stanzas: Sequence[Stanza]) -> list[str]:
     release's version (perl, whose Depends pins perl-base (= the older version)): aptly's check is met by
     the older version the merge keeps, but apt would hold the update back, or fail to install perl at all.
     Returned: each package whose newest version has a dependency no newest version meets, the packages it
-    names, and every package that has a version equal to either side's (its source's siblings)."""
+    names, and the other binary packages of their sources (siblings update together)."""
     newest: dict[str, Version] = {}
-    by_version: dict[str, set[str]] = {}
+    by_source: dict[str, set[str]] = {}
+    source_of: dict[str, str] = {}
     for st in stanzas:
         version = Version(st.version)
         if st.name not in newest or version > newest[st.name]:
             newest[st.name] = version
-        by_version.setdefault(st.version, set()).add(st.name)
+        by_source.setdefault(st.source_name, set()).add(st.name)
+        source_of[st.name] = st.source_name
     out: set[str] = set()
     for st in stanzas:
         if Version(st.version) != newest[st.name]:
@@ -402,8 +409,7 @@ def held_back(stanzas: Sequence[Stanza]) -> list[str]:
             if not met or any(m is not False for m in met):
                 continue  # met, or names a package the snapshot lacks (aptly's check reports those)
             names = {st.name, *(name for name, _, _ in terms)}
-            versions = {st.version, *(str(newest[n]) for n in names)}
-            out |= names | {n for v in versions for n in by_version.get(v, ())}
+            out |= names | {n for name in names for n in by_source[source_of[name]]}
     return sorted(out)
 
 

@@ -252,10 +252,15 @@ def _unmet(aptly: Aptly, snapshot: str) -> list[str]:
 
 def _stanzas(aptly: Aptly, snapshot: str) -> list[apt_plan.Stanza]:
     """Every package version of a snapshot with what it depends on (what apt's choice of versions needs)."""
-    fields = '{{.Package}}\t{{.Version}}\t{{index . "Depends"}}\t{{index . "Pre-Depends"}}'
+    fields = (
+        '{{.Package}}\t{{.Version}}\t{{index . "Source"}}\t{{index . "Depends"}}\t{{index . "Pre-Depends"}}'
+    )
     out = aptly("snapshot", "search", f"-format={fields}", snapshot, "Name (% *)", what=f"reading {snapshot}")
-    rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == 3]
-    return [apt_plan.Stanza(name, version, ", ".join(filter(None, deps))) for name, version, *deps in rows]
+    rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == 4]
+    return [
+        apt_plan.Stanza(name, version, ", ".join(filter(None, deps)), source)
+        for name, version, source, *deps in rows
+    ]
 
 
 def _provided(aptly: Aptly, snapshot: str, name: str) -> bool:
@@ -314,23 +319,26 @@ def sync(
         raise UserError(f"snapshot {snap_id} exists already; sync again in a second")
     _drop_orphans(store, aptly)
     made: list[str] = []
-    more: list[str] = []
+    more: list[str] = []  # dependencies, possibly virtual
+    siblings: list[str] = []  # package names, exactly
     try:
         keyrings = {u.name: pinned_keyring(store, u) for u in upstreams}
         for rounds in range(1, MAX_ROUNDS + 1):
-            query = apt_plan.filter_query(needed, versioned, more, installer)
+            query = apt_plan.filter_query([*needed, *siblings], versioned, more, installer)
             _update_mirrors(aptly, keyrings, upstreams, query, architectures, log, installer)
             made = _snapshot_round(aptly, upstreams, snap_id)
             unmet = _unmet(aptly, made[-1])
             held = apt_plan.held_back(_stanzas(aptly, made[-1]))
-            new = [d for d in [*unmet, *held] if d not in more]
-            if not new or rounds == MAX_ROUNDS:
+            new = [d for d in unmet if d not in more]
+            new_siblings = [n for n in held if n not in siblings]
+            if not (new or new_siblings) or rounds == MAX_ROUNDS:
                 break
             log(
-                f"{len(new)} dependencies are in other upstreams, or siblings of updated packages; "
-                "mirroring them too ..."
+                f"{len(new)} dependencies are in other upstreams, {len(new_siblings)} siblings of updated "
+                "packages are not yet mirrored; mirroring them too ..."
             )
             more = sorted({*more, *new})
+            siblings = sorted({*siblings, *new_siblings})
             _drop(aptly, snap_id, made, published=False)
             made = []
         site = made[-1]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from debian.debian_support import Version
 
 from sovinfra.cli import cli
 from sovinfra.errors import UserError
@@ -49,16 +50,11 @@ def tree_state(store: Path) -> dict[str, bytes]:
     return {str(p.relative_to(dists)): p.read_bytes() for p in sorted(dists.rglob("*")) if p.is_file()}
 
 
-def apt_reads(store: Path, snap_id: str, tmp: Path) -> str:
-    """The real apt, as a host would: file: source, signed-by the site key, then `apt-cache policy`."""
-    for d in ("lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"):
-        (tmp / d).mkdir(parents=True, exist_ok=True)
-    (tmp / "etc/sources.list.d/site.sources").write_text(
-        f"Types: deb\nURIs: file:{apt_snapshots.published_tree(store)}\nSuites: {snap_id}\nComponents: main\n"
-        f"Signed-By: {sitekey.public_keyring(store)}\nCheck-Valid-Until: no\n"
-    )
-    opts = [
+def apt_options(tmp: Path) -> list[str]:
+    """apt with its state, cache, sources and preferences under `tmp` only, and nothing installed."""
+    return [
         f"-oDir::State={tmp}",
+        f"-oDir::State::status={tmp}/status",
         f"-oDir::Cache={tmp}/cache",
         f"-oDir::Etc::SourceList={tmp}/etc/none.list",
         f"-oDir::Etc::SourceParts={tmp}/etc/sources.list.d",
@@ -66,6 +62,18 @@ def apt_reads(store: Path, snap_id: str, tmp: Path) -> str:
         f"-oDir::Etc::PreferencesParts={tmp}/etc/preferences.d",
         "-oAPT::Sandbox::User=root",
     ]
+
+
+def apt_reads(store: Path, snap_id: str, tmp: Path) -> str:
+    """The real apt, as a host would: file: source, signed-by the site key, then `apt-cache policy`."""
+    for d in ("lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    (tmp / "status").touch()
+    (tmp / "etc/sources.list.d/site.sources").write_text(
+        f"Types: deb\nURIs: file:{apt_snapshots.published_tree(store)}\nSuites: {snap_id}\nComponents: main\n"
+        f"Signed-By: {sitekey.public_keyring(store)}\nCheck-Valid-Until: no\n"
+    )
+    opts = apt_options(tmp)
     update = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, check=False)
     assert update.returncode == 0 and "W:" not in update.stderr, update.stdout + update.stderr
     return subprocess.run(
@@ -343,3 +351,39 @@ def test_a_flat_upstream_gives_the_pinned_version_with_dependencies_across_upstr
             store, [upstream(), flat_upstream], [], ["amd64"], log=lambda _m: None, versioned=broken
         )
     assert apt_snapshots.current(store) == virtual.id and len(apt_snapshots.listing(store)) == 2
+
+
+def test_an_update_arrives_whole_so_apt_can_install_the_newest_versions(tmp_path: Path) -> None:
+    """Debian's bookworm and its security suite, and a need (usrmerge) that depends on perl without naming
+    it: perl comes from bookworm by dependency while the security suite updates perl-base (priority
+    required, taken by name). Without the siblings' round, perl pins the older perl-base and apt cannot
+    install usrmerge from the snapshot; with it, the newest perl and perl-base belong together."""
+    store = tmp_path / "store"
+    security = upstream(
+        name="debian-security",
+        url=os.environ.get("SOVINFRA_LAB_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security"),
+        distributions=["bookworm-security"],
+        key_fingerprints=[SECURITY_KEY],
+    )
+    said: list[str] = []
+    info = apt_snapshots.sync(store, [upstream(), security], ["usrmerge"], ["amd64"], log=said.append)
+    aptly = apt_snapshots.Aptly(store)
+    stanzas = apt_snapshots._stanzas(aptly, apt_snapshots.site_name(info.id))
+    assert apt_plan.held_back(stanzas) == [], said
+    assert not [line for line in said if line.startswith("warning")], said
+    newest = {
+        name: max((Version(s.version) for s in stanzas if s.name == name), default=None)
+        for name in ("perl", "perl-base", "libperl5.36")
+    }
+    assert newest["perl"] == newest["perl-base"] == newest["libperl5.36"], newest
+    # The real apt, reading the snapshot as a host does, installs it with the newest versions.
+    tmp = tmp_path / "apt"
+    apt_reads(store, info.id, tmp)
+    plan = subprocess.run(
+        ["apt-get", *apt_options(tmp), "-s", "install", "usrmerge"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
+    assert f"Inst perl-base ({newest['perl-base']} " in plan.stdout, plan.stdout[-2000:]

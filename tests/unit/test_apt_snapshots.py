@@ -390,20 +390,21 @@ def test_the_installer_and_what_it_installs_are_in_only_for_a_site_that_network_
 # required, so mirrored by name), perl and its library only at the release's version, pinning the old one.
 U3, U4 = "5.36.0-7+deb12u3", "5.36.0-7+deb12u4"
 PERL = [
-    apt_plan.Stanza("perl", U3, f"perl-base (= {U3}), perl-modules-5.36 (>= {U3}), libperl5.36 (= {U3})"),
-    apt_plan.Stanza("perl-base", U4, "libc6 (>= 2.35), dpkg (>= 1.17.17)"),
-    apt_plan.Stanza("perl-base", U3, "libc6 (>= 2.35), dpkg (>= 1.17.17)"),
-    apt_plan.Stanza("perl-modules-5.36", U3, "perl-base (>= 5.36.0-1)"),
-    apt_plan.Stanza("libperl5.36", U3, "libc6 (>= 2.35), perl-modules-5.36 (>= 5.36.0-1)"),
-    apt_plan.Stanza("libc6", "2.36-9+deb12u14", "libgcc-s1"),
-    apt_plan.Stanza("libc6", "2.36-9+deb12u7", "libgcc-s1"),
+    apt_plan.Stanza("perl", U3, f"perl-base (= {U3}), perl-modules-5.36 (>= {U3}), libperl5.36 (= {U3})", ""),
+    apt_plan.Stanza("perl-base", U4, "libc6 (>= 2.35), dpkg (>= 1.17.17)", "perl"),
+    apt_plan.Stanza("perl-base", U3, "libc6 (>= 2.35), dpkg (>= 1.17.17)", "perl"),
+    apt_plan.Stanza("perl-modules-5.36", U3, "perl-base (>= 5.36.0-1)", "perl"),
+    apt_plan.Stanza("libperl5.36", U3, "libc6 (>= 2.35), perl-modules-5.36 (>= 5.36.0-1)", "perl"),
+    apt_plan.Stanza("libc6", "2.36-9+deb12u14", "libgcc-s1", "glibc"),
+    apt_plan.Stanza("libc6", "2.36-9+deb12u7", "libgcc-s1", "glibc"),
     apt_plan.Stanza("dpkg", "1.21.23", "tar (>= 1.28-1)"),
+    apt_plan.Stanza("hello", U3),  # another source at the same version string: not a sibling
 ]
 
 
 def test_an_updated_package_whose_sibling_pins_its_old_version_is_mirrored_with_its_siblings() -> None:
-    # apt would install perl-base u4 and then find perl's `perl-base (= u3)` unmet: perl and every package
-    # at perl's version (its source's siblings) are to be mirrored from every upstream too.
+    # apt would install perl-base u4 and then find perl's `perl-base (= u3)` unmet: perl and its source's
+    # other binary packages are to be mirrored from every upstream too (hello, at the same version, is not).
     assert apt_plan.held_back(PERL) == ["libperl5.36", "perl", "perl-base", "perl-modules-5.36"]
 
 
@@ -411,8 +412,8 @@ def test_a_snapshot_whose_newest_versions_fit_together_holds_nothing_back() -> N
     fixed = [
         *PERL,
         apt_plan.Stanza("perl", U4, f"perl-base (= {U4}), perl-modules-5.36 (>= {U4}), libperl5.36 (= {U4})"),
-        apt_plan.Stanza("perl-modules-5.36", U4, "perl-base (>= 5.36.0-1)"),
-        apt_plan.Stanza("libperl5.36", U4, "libc6 (>= 2.35)"),
+        apt_plan.Stanza("perl-modules-5.36", U4, "perl-base (>= 5.36.0-1)", "perl"),
+        apt_plan.Stanza("libperl5.36", U4, "libc6 (>= 2.35)", "perl"),
     ]
     assert apt_plan.held_back(fixed) == []  # the older versions the merge keeps do not count
     assert apt_plan.held_back(PERL[1:]) == []  # without perl: nothing pins the old perl-base
@@ -422,15 +423,19 @@ def test_a_snapshot_whose_newest_versions_fit_together_holds_nothing_back() -> N
     ("depends", "held"),
     [
         ("python3:any (>= 3.11.2-1)", []),  # an architecture qualifier; met
-        ("python3:any (>= 3.12)", ["python3", "tool"]),
-        ("python3 (>= 1:3.0)", ["python3", "tool"]),  # an epoch outranks any version without one
-        ("python3 (<< 3.11.2-1)", ["python3", "tool"]),
+        ("python3:any (>= 3.12)", ["python3", "python3-minimal", "tool"]),  # with its source's siblings
+        ("python3 (>= 1:3.0)", ["python3", "python3-minimal", "tool"]),  # an epoch outranks no epoch
+        ("python3 (<< 3.11.2-1)", ["python3", "python3-minimal", "tool"]),
         ("missing-pkg (= 1) | python3 (>= 3.11)", []),  # one alternative met
         ("missing-pkg (= 1)", []),  # not in the snapshot: aptly's own check names it
         ("python3 (>= 3.12) | missing-pkg", []),  # an alternative the snapshot lacks: aptly's to judge
-        ("python3 (>> 3.11.2-1), python3 (= 3.11.2-1)", ["python3", "tool"]),
+        ("python3 (>> 3.11.2-1), python3 (= 3.11.2-1)", ["python3", "python3-minimal", "tool"]),
     ],
 )
 def test_relations_are_judged_against_the_newest_version(depends: str, held: list[str]) -> None:
-    stanzas = [apt_plan.Stanza("tool", "1.0-1", depends), apt_plan.Stanza("python3", "3.11.2-1")]
+    stanzas = [
+        apt_plan.Stanza("tool", "1.0-1", depends),
+        apt_plan.Stanza("python3", "3.11.2-1", "", "python3-defaults"),
+        apt_plan.Stanza("python3-minimal", "3.11.2-1", "", "python3-defaults"),
+    ]
     assert apt_plan.held_back(stanzas) == held
