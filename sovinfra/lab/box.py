@@ -135,7 +135,8 @@ def site_snapshot(store: Path) -> tuple[Source | None, str]:
     missing = sorted(set(PACKAGES) - held)
     if missing:
         return None, f"the package snapshot {snap} lacks {', '.join(missing)}"
-    return Source(f"file://{tree}", snap, str(sitekey.public_keyring(store))), ""
+    # copy: apt copies the packages into the new tree (mmdebstrap installs from inside it).
+    return Source(f"copy://{tree}", snap, str(sitekey.public_keyring(store))), ""
 
 
 def recipe(release: str, source: Source = ARCHIVE) -> str:

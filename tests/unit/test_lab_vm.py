@@ -43,7 +43,7 @@ def test_the_box_recipe_names_a_new_box_when_it_changes(monkeypatch: pytest.Monk
     assert box.name("bookworm") != before
 
 
-SNAPSHOT = box.Source("file:///srv/store/packages/aptly/public/site", "20261204T120000Z", "")
+SNAPSHOT = box.Source("copy:///srv/store/packages/aptly/public/site", "20261204T120000Z", "")
 
 
 def test_a_box_from_the_site_snapshot_is_its_own_box_per_snapshot_and_key(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_mmdebstrap_takes_a_snapshot_by_its_id_checked_with_the_site_key() -> No
     assert argv[-3:] == [
         "20261204T120000Z",
         "/tmp/rootfs",
-        "deb [signed-by=/srv/store/keys/site.gpg] file:///srv/store/packages/aptly/public/site "
+        "deb [signed-by=/srv/store/keys/site.gpg] copy:///srv/store/packages/aptly/public/site "
         "20261204T120000Z main",
     ]
     assert "--variant=minbase" in argv and f"--include={','.join(box.PACKAGES)}" in argv
