@@ -87,7 +87,8 @@ def box() -> None:
               "Debian's archive)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def build(release: str, source: str, as_json: bool) -> None:
-    """Build the box once per recipe (debootstrap, kernel, GRUB, sshd, a user key of its own) and add it."""
+    """Build the box once per recipe and source (mmdebstrap, kernel, GRUB, sshd, a user key of its own) and
+    add it."""
     from sovinfra.cli.mirror import default_store
     from sovinfra.errors import UserError
     from sovinfra.lab import box as lab_box

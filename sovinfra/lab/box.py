@@ -143,7 +143,7 @@ def recipe(release: str, source: Source = ARCHIVE) -> str:
     files = [IDENTITY_SCRIPT, IDENTITY_UNIT, GRUB_CFG, BOX_VAGRANTFILE]
     doc = {"v": VERSION, "release": release, "packages": PACKAGES, "disk_gb": DISK_GB, "mirror": source.url,
            "files": files}  # fmt: skip
-    if source.suite:  # a snapshot: its id and the key that checks it (an archive box's recipe is as before)
+    if source.suite:  # a snapshot: its id and the key that checks it
         keyring = Path(source.keyring).read_bytes() if source.keyring else b""
         doc |= {"suite": source.suite, "keyring": hashlib.sha256(keyring).hexdigest()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
@@ -207,7 +207,7 @@ def bootstrap_argv(release: str, root: Path, source: Source) -> list[str]:
 
 
 def build(release: str, target: Path, log: Callable[[str], None], source: Source = ARCHIVE) -> None:
-    """Debootstrap, a disk with GRUB, qcow2, the box archive: made aside, then renamed into place."""
+    """mmdebstrap, a disk with GRUB, qcow2, the box archive: made aside, then renamed into place."""
     work = target.with_name(target.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -66,7 +66,7 @@ def group_vars_all(
     if state.air_gapped:
         # Only the site's signed package snapshot (`sovinfra mirror packages sync`), served by the mirror
         # host; the snapshot also holds what the lab's base image was built with, what the Vagrant box is
-        # built from (`lab vm up` debootstraps it from the snapshot), and NVIDIA's packages mirrored from
+        # built from (`lab vm up` builds it from the snapshot), and NVIDIA's packages mirrored from
         # the stand-ins as a site mirrors NVIDIA's repositories.
         apt: dict[str, Any] = {
             "site_apt_snapshot": "current",
