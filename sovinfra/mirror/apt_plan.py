@@ -383,13 +383,14 @@ def _met_by_newest(name: str, relation: str, version: str, newest: dict[str, Ver
 
 
 def held_back(stanzas: Sequence[Stanza]) -> list[str]:
-    """Names to mirror from every upstream, so that apt can install the snapshot's newest versions together
-    (pure). apt installs only a package's newest version; a merged snapshot can hold a package updated by
-    one upstream (perl-base from a security suite) beside a sibling of the same source only at the
-    release's version (perl, whose Depends pins perl-base (= the older version)): aptly's check is met by
-    the older version the merge keeps, but apt would hold the update back, or fail to install perl at all.
-    Returned: each package whose newest version has a dependency no newest version meets, the packages it
-    names, and the other binary packages of their sources (siblings update together)."""
+    """What to mirror from every upstream, as aptly queries, so that apt can install the snapshot's newest
+    versions together (pure). apt installs only a package's newest version; a merged snapshot can hold a
+    package updated by one upstream (perl-base from a security suite) beside a sibling of the same source
+    only at the release's version (perl, whose Depends pins perl-base (= the older version)): aptly's
+    check is met by the older version the merge keeps, but apt would hold the update back, or fail to
+    install perl at all. For each dependency of a newest version that no newest version meets: the
+    dependency itself, and every binary package of the depended-on source at the version the side that
+    moved on has (siblings update together), each by exact version so that no other version comes along."""
     newest: dict[str, Version] = {}
     by_source: dict[str, set[str]] = {}
     source_of: dict[str, str] = {}
@@ -408,8 +409,15 @@ def held_back(stanzas: Sequence[Stanza]) -> list[str]:
             met = [_met_by_newest(name, relation, version, newest) for name, relation, version in terms]
             if not met or any(m is not False for m in met):
                 continue  # met, or names a package the snapshot lacks (aptly's check reports those)
-            names = {st.name, *(name for name, _, _ in terms)}
-            out |= names | {n for name in names for n in by_source[source_of[name]]}
+            out.add(dependency)
+            for name, relation, version in terms:
+                # The side that moved on sets the version its source's packages must all have: the
+                # dependency's package where it is ahead (its siblings, the depender among them, follow it),
+                # else the version an exact dependency asks for.
+                ahead = newest[name] > Version(version)
+                if ahead or relation == "=":
+                    at = str(newest[name]) if ahead else version
+                    out |= {f"{sibling} (= {at})" for sibling in by_source[source_of[name]]}
     return sorted(out)
 
 

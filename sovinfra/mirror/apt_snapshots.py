@@ -320,7 +320,7 @@ def sync(
     _drop_orphans(store, aptly)
     made: list[str] = []
     more: list[str] = []  # dependencies, possibly virtual
-    siblings: list[str] = []  # package names, exactly
+    siblings: list[str] = []  # packages at exact versions (apt_plan.held_back)
     try:
         keyrings = {u.name: pinned_keyring(store, u) for u in upstreams}
         for rounds in range(1, MAX_ROUNDS + 1):
