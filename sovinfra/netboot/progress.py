@@ -20,8 +20,29 @@ MEANING = {
 _STAMP = re.compile(r"^(\S+)\s")
 _SENT = re.compile(r"\bsent (\S+) to (\S+)")
 _NOT_FOUND = re.compile(r"\bfile (\S+) not found for (\S+)")
-# proxy-DHCP (netboot_dhcp: proxy): the boot file named to the firmware or iPXE at its address, by MAC.
-_PROXY_BOOT = re.compile(r"\bPXE\(\S+\) \S+ (\S+) \S+\s*$")
+# proxy-DHCP (netboot_dhcp: proxy), by dnsmasq's transaction id: a client asking (`PXE(if) <mac> proxy`)
+# and the boot file named to it (`bootfile name: <file>`, with log-dhcp), or the file named in one line to
+# a client asking from its address on port 4011 (`PXE(if) <address> <mac> <file>`).
+_PROXY_ASKED = re.compile(r"\b(\d+) PXE\(\S+\) (\S+) proxy\s*$")
+_PROXY_NAMED = re.compile(r"\b(\d+) PXE\(\S+\) \S+ (\S+) (\S+)\s*$")
+_BOOTFILE = re.compile(r"\b(\d+) bootfile name: (\S+)")
+
+
+def proxy_boot_files(lines: list[str]) -> list[tuple[str, str, str]]:
+    """(time stamp, MAC, boot file) of each boot file the proxy named, in the log's order (pure)."""
+    asking: dict[str, str] = {}  # transaction id -> MAC
+    out = []
+    for line in lines:
+        stamp = _STAMP.match(line)
+        when = stamp.group(1) if stamp else ""
+        if asked := _PROXY_ASKED.search(line):
+            asking[asked.group(1)] = asked.group(2)
+        elif named := _PROXY_NAMED.search(line):
+            asking[named.group(1)] = named.group(2)
+            out.append((when, named.group(2), named.group(3)))
+        elif (boot := _BOOTFILE.search(line)) and boot.group(1) in asking:
+            out.append((when, asking[boot.group(1)], boot.group(2)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,14 +87,15 @@ def read(lines: list[str], clients: list[Client]) -> dict[str, Progress]:
     """Each client's progress in `lines` (journalctl -o short-iso of the netboot service)."""
     found = {c.host: Progress(c.host) for c in clients}
     by_address = {c.address: c for c in clients}
+    by_mac = {c.mac: c for c in clients}
+    for when, mac, _file in proxy_boot_files(lines):
+        if mac in by_mac:
+            found[by_mac[mac].host].seen["dhcp"] = when
     for line in lines:
         stamp = _STAMP.match(line)
         when = stamp.group(1) if stamp else ""
-        proxy = _PROXY_BOOT.search(line)
         for client in clients:
-            if ("DHCPACK(" in line and f" {client.mac} " in f"{line} ") or (
-                proxy and proxy.group(1) == client.mac
-            ):
+            if "DHCPACK(" in line and f" {client.mac} " in f"{line} ":
                 found[client.host].seen["dhcp"] = when
         sent = _SENT.search(line)
         if sent and sent.group(2) in by_address:

@@ -28,7 +28,7 @@ from sovinfra.cli import cli
 from sovinfra.lab import bmc_emulator, config, manager
 from sovinfra.lab import state as lab_state
 from sovinfra.lab.model import encrypt
-from sovinfra.netboot import hostkeys
+from sovinfra.netboot import hostkeys, progress
 from tests import blank_vm
 from tests.blank_vm import virsh
 
@@ -285,8 +285,8 @@ def test_beside_the_networks_own_dhcp_a_proxy_boots_the_server_into_the_installe
         assert "DHCPACK" not in log and "DHCPOFFER" not in log, log[-3000:]
         # The proxy named the boot file to this server at its address: iPXE for the UEFI firmware, then the
         # boot script to iPXE (SeaBIOS' NIC ROM is iPXE already).
-        named = re.findall(rf"PXE\(host0\) {re.escape(server.address())} {server.mac} (\S+)", log)
-        named = list(dict.fromkeys(named))  # in the order first named (a firmware may ask twice)
+        lines = log.splitlines()
+        named = list(dict.fromkeys(f for _, mac, f in progress.proxy_boot_files(lines) if mac == server.mac))
         assert named == (["snponly.efi", "boot.ipxe"] if server.firmware == "uefi" else ["boot.ipxe"]), log
         for sent in ("boot.ipxe", f"hosts/{server.file}.ipxe", "debian-installer/amd64/linux", "initrd.gz"):
             assert re.search(rf"sent \S*/{re.escape(sent)} to ", log), (sent, log[-3000:])

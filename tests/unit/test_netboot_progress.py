@@ -37,12 +37,28 @@ def test_what_was_last_seen_is_said_in_words() -> None:
 
 
 def test_a_proxy_naming_the_boot_file_is_the_dhcp_stage_its_menu_offer_is_not() -> None:
-    """netboot_dhcp: proxy. The lines are dnsmasq 2.90's (tests/integration/test_netboot_proxy_dhcp.py)."""
+    """netboot_dhcp: proxy. dnsmasq 2.90's lines: to a client asking on port 4011 from its address (iPXE, as
+    SeaBIOS' NIC ROM is; tests/dhcp_probe.py) the file is named in one line; to OVMF's PXE (the lab's UEFI
+    server) in a `bootfile name:` line of the same transaction."""
     offer = "2026-12-04T13:30:00+0000 m dnsmasq-dhcp[9]: 40319 PXE(prov-0) 52:54:00:5f:02:01 proxy"
     boot = "2026-12-04T13:30:01+0000 m dnsmasq-dhcp[9]: 40319 PXE(prov-0) 10.213.7.150 52:54:00:5f:02:01"
-    boot += " undionly.kpxe"
+    boot += " boot.ipxe"
     assert progress.read([offer], CLIENTS)["pxe1"].stage == ""
     seen = progress.read([offer, boot], CLIENTS)
     assert seen["pxe1"].seen == {"dhcp": "2026-12-04T13:30:01+0000"} and seen["pxe2"].stage == ""
     longer = boot.replace("52:54:00:5f:02:01", "52:54:00:5f:02:011")
     assert progress.read([longer], CLIENTS)["pxe1"].stage == ""
+    uefi = [
+        "2026-12-04T13:10:28+0000 mirror1 dnsmasq-dhcp[2685]: 1860407513 PXE(host0) 52:54:00:5f:02:02 proxy",
+        "2026-12-04T13:10:32+0000 mirror1 dnsmasq-dhcp[2685]: 1114173320 PXE(host0) 52:54:00:5f:02:02 proxy",
+        "2026-12-04T13:10:32+0000 mirror1 dnsmasq-dhcp[2685]: 1114173320 bootfile name: snponly.efi",
+        "2026-12-04T13:10:32+0000 mirror1 dnsmasq-dhcp[2685]: 1114173320 server name: 10.213.7.10",
+        "2026-12-04T13:10:35+0000 mirror1 dnsmasq-dhcp[2685]: 3302297702 PXE(host0) 52:54:00:5f:02:02 proxy",
+        "2026-12-04T13:10:35+0000 mirror1 dnsmasq-dhcp[2685]: 3302297702 bootfile name: boot.ipxe",
+        "2026-12-04T13:10:36+0000 mirror1 dnsmasq-dhcp[2685]: 77 bootfile name: undionly.kpxe",  # no client
+    ]
+    assert progress.proxy_boot_files(uefi) == [
+        ("2026-12-04T13:10:32+0000", "52:54:00:5f:02:02", "snponly.efi"),
+        ("2026-12-04T13:10:35+0000", "52:54:00:5f:02:02", "boot.ipxe"),
+    ]
+    assert progress.read(uefi, CLIENTS)["pxe2"].seen == {"dhcp": "2026-12-04T13:10:35+0000"}
