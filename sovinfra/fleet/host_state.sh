@@ -39,6 +39,9 @@ if command -v apt-cache >/dev/null 2>&1; then
   candidate=$(apt-cache policy "linux-headers-$(uname -r)" 2>/dev/null | sed -n 's/^ *Candidate: //p')
   echo "kernel_headers_candidate=${candidate:-(none)}"
 fi
+# Whether apt already reads the site's package snapshot (the base role's source): before that, what
+# apt-cache says is about other sources, or none.
+echo "site_apt_sources=$([ -e /etc/apt/sources.list.d/sovinfra-site.sources ] && echo yes || echo no)"
 echo "nvidia_loaded_version=$(cat /sys/module/nvidia/version 2>/dev/null)"
 echo "nvidia_module_version=$(modinfo -F version nvidia 2>/dev/null)"
 echo "nouveau_loaded=$([ -d /sys/module/nouveau ] && echo yes || echo no)"
