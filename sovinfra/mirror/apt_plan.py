@@ -395,9 +395,9 @@ def held_back(stanzas: Sequence[Stanza]) -> list[str]:
     by_source: dict[str, set[str]] = {}
     source_of: dict[str, str] = {}
     for st in stanzas:
-        version = Version(st.version)
-        if st.name not in newest or version > newest[st.name]:
-            newest[st.name] = version
+        parsed = Version(st.version)
+        if st.name not in newest or parsed > newest[st.name]:
+            newest[st.name] = parsed
         by_source.setdefault(st.source_name, set()).add(st.name)
         source_of[st.name] = st.source_name
     out: set[str] = set()
@@ -406,17 +406,17 @@ def held_back(stanzas: Sequence[Stanza]) -> list[str]:
             continue
         for dependency in filter(None, (d.strip() for d in st.depends.split(","))):
             terms = [m.groups("") for a in dependency.split("|") if (m := _RELATION.match(a.strip()))]
-            met = [_met_by_newest(name, relation, version, newest) for name, relation, version in terms]
+            met = [_met_by_newest(name, relation, wanted, newest) for name, relation, wanted in terms]
             if not met or any(m is not False for m in met):
                 continue  # met, or names a package the snapshot lacks (aptly's check reports those)
             out.add(dependency)
-            for name, relation, version in terms:
+            for name, relation, wanted in terms:
                 # The side that moved on sets the version its source's packages must all have: the
                 # dependency's package where it is ahead (its siblings, the depender among them, follow it),
                 # else the version an exact dependency asks for.
-                ahead = newest[name] > Version(version)
+                ahead = newest[name] > Version(wanted)
                 if ahead or relation == "=":
-                    at = str(newest[name]) if ahead else version
+                    at = str(newest[name]) if ahead else wanted
                     out |= {f"{sibling} (= {at})" for sibling in by_source[source_of[name]]}
     return sorted(out)
 
