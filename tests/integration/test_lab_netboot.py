@@ -243,7 +243,7 @@ def test_beside_the_networks_own_dhcp_a_proxy_boots_the_server_into_the_installe
     site: Site, server: Server, tmp_path: Path
 ) -> None:
     """netboot_dhcp: proxy. The network's server hands out the address; the netboot service only tells the
-    firmware (SeaBIOS' NIC ROM is iPXE: the boot script at once; OVMF: snponly.efi on port 4011) and then
+    firmware (SeaBIOS' NIC ROM is iPXE: the boot script at once; OVMF's own PXE: snponly.efi) and then
     iPXE where to boot from, and the chain to the installer and its preseed is the same."""
     proxy = {"netboot_dhcp": "proxy"}
     try:
