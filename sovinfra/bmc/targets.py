@@ -26,7 +26,7 @@ class BmcTarget:
 
 def role_defaults(roles_dir: Path) -> dict[str, Any]:
     """What a host that sets nothing gets: the bmc role's defaults, and the netboot role's firmware mode
-    (the mode its preseed partitions for is the one the BMC is asked to boot in)."""
+    (the mode the BMC is asked to boot the server in)."""
     from sovinfra.inventory import defaults
 
     netboot = defaults.role_defaults(roles_dir, "netboot")

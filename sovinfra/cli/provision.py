@@ -4,8 +4,8 @@ their BMCs, then converged and verified like every host.
 Everything is checked before anything is touched (the servers' netboot and BMC keys, every BMC logged in
 to). Then: each server's ssh host key made and pinned; the netboot host told to install them; each BMC
 asked for one network boot and a power cycle; the netboot service's log watched until each installer has
-its preseed; the netboot host told they are installed (their next boot is from their disk, whatever the
-BMC keeps); each server must answer ssh with its planted key within the budget; then `apply site
+taken its server's files; the netboot host told they are installed (their next boot is from their disk,
+whatever the BMC keeps); each server must answer ssh with its planted key within the budget; then `apply site
 --limit` and `verify health`. A server that does not come back is reported with the last stage the
 netboot service saw. Run it again after an interruption: every step converges or reads.
 """
@@ -87,7 +87,7 @@ def _known_hosts(inv: Inventory, host: str) -> tuple[Path, str, int]:
 
 
 def _watch(inv: Inventory, clients: list[Any], since: str, deadline: float) -> dict[str, Any]:
-    """Poll the netboot log until every installer has its preseed or the deadline; the progress."""
+    """Poll the netboot log until every installer has its server's files or the deadline; the progress."""
     from sovinfra.fleet.connection import read_all
     from sovinfra.fleet.netboot import NetbootLog
     from sovinfra.netboot import progress
@@ -101,7 +101,7 @@ def _watch(inv: Inventory, clients: list[Any], since: str, deadline: float) -> d
             if p.stage and said.get(host) != p.stage:
                 click.echo(f"   {host}: {p.stage} ({p.seen[p.stage]})", err=True)
                 said[host] = p.stage
-        if all(p.stage == "preseed" for p in seen.values()) or time.monotonic() > deadline:
+        if all(p.stage == "files" for p in seen.values()) or time.monotonic() > deadline:
             return seen
         time.sleep(POLL_S)
 
@@ -193,7 +193,7 @@ def provision(
         finally:  # whatever happened, the next boot is from the disk
             steps.append(run_step("provision", "netboot: installed", ["apply", "netboot", *common, "--limit",
                                   netboot_hosts, "-e", json.dumps({"netboot_install": []})]))  # fmt: skip
-        if seen and all(p.stage == "preseed" for p in seen.values()):
+        if seen and all(p.stage == "files" for p in seen.values()):
             click.echo("== provision: waiting for the installed servers to answer ssh", err=True)
             unanswered = _wait_for_ssh(inv, chosen, deadline)
     if not any(unanswered.values()):

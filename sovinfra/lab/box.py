@@ -20,13 +20,14 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from sovinfra import paths
 from sovinfra.errors import UserError
 from sovinfra.lab import config
 from sovinfra.lab.shell import run
+from sovinfra.mirror import os_tree
+from sovinfra.mirror.os_tree import Source
 
 PACKAGES = (
     "linux-image-amd64",
@@ -103,40 +104,13 @@ end
 """
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where mmdebstrap takes the box's packages: an archive by release, or a snapshot (`suite`, its
-    Release checked with `keyring`, the site key) at `url`."""
-
-    url: str
-    suite: str = ""  # "": the release's own suite (an archive)
-    keyring: str = ""  # "": apt's trusted keys (Debian's archive keyring)
-
-    def describe(self, release: str) -> str:
-        return f"the site's package snapshot {self.suite}" if self.suite else f"Debian's archive ({release})"
-
-
 ARCHIVE = Source(config.DEBIAN_MIRROR)
 
 
 def site_snapshot(store: Path) -> tuple[Source | None, str]:
-    """The store's current published package snapshot as a box source when it holds every package the box
-    installs; else None and why (said where the box is built from Debian's archive instead)."""
-    from sovinfra.mirror import apt_snapshots, sitekey
-
-    snap = apt_snapshots.current(store)
-    tree = apt_snapshots.published_tree(store)
-    if not snap or not (tree / "dists" / snap / "Release").exists():
-        return None, f"no package snapshot is published in {store}"
-    held = {
-        key.split("_", 1)[0]
-        for key in apt_snapshots.packages_of(apt_snapshots.Aptly(store), apt_snapshots.site_name(snap))
-    }
-    missing = sorted(set(PACKAGES) - held)
-    if missing:
-        return None, f"the package snapshot {snap} lacks {', '.join(missing)}"
-    # copy: apt copies the packages into the new tree (mmdebstrap installs from inside it).
-    return Source(f"copy://{tree}", snap, str(sitekey.public_keyring(store))), ""
+    """The store's current published package snapshot as the box's source when it holds every package the
+    box installs; else None and why (said where the box is built from Debian's archive instead)."""
+    return os_tree.snapshot_source(store, PACKAGES)
 
 
 def recipe(release: str, source: Source = ARCHIVE) -> str:
@@ -195,17 +169,6 @@ def ensure(
     return name(release, source)
 
 
-def bootstrap_argv(release: str, root: Path, source: Source) -> list[str]:
-    """mmdebstrap's command line for the box's tree (pure). apt chooses the versions, so a merged snapshot
-    with several versions of a package works (debootstrap's own resolver stops at them); a snapshot is
-    named by its id and its index checked with the site key."""
-    argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
-    if not source.suite:
-        return [*argv, release, str(root), source.url]
-    signed = f"[signed-by={source.keyring}] " if source.keyring else ""
-    return [*argv, source.suite, str(root), f"deb {signed}{source.url} {source.suite} main"]
-
-
 def build(release: str, target: Path, log: Callable[[str], None], source: Source = ARCHIVE) -> None:
     """mmdebstrap, a disk with GRUB, qcow2, the box archive: made aside, then renamed into place."""
     work = target.with_name(target.name + ".building")
@@ -214,14 +177,10 @@ def build(release: str, target: Path, log: Callable[[str], None], source: Source
     root = work / "rootfs"
     log(f"building Vagrant box {name(release, source)} from {source.describe(release)} (mmdebstrap, kernel, "
         "GRUB) ...")  # fmt: skip
-    run(bootstrap_argv(release, root, source))
-    if source.suite:
-        # Its sources named the control node's tree: the VM's come from the base role (the site snapshot).
-        (root / "etc/apt/sources.list").write_text("")
+    kernel = os_tree.bootstrap(release, root, source, PACKAGES)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"sovinfra box {release}", "-f",
          str(work / "vagrant_ed25519")])  # fmt: skip
     _configure(root, (work / "vagrant_ed25519.pub").read_text())
-    (kernel,) = [d.name for d in (root / "lib/modules").iterdir()]
     (work / "kernel-release").write_text(kernel + "\n")
     raw = work / "disk.raw"
     _disk(root, raw)
@@ -290,14 +249,12 @@ def _disk(root: Path, raw: Path) -> None:
         part = f"{device}p1"
         run(["mkfs.ext4", "-q", "-L", "root", part])
         run(["mount", part, str(mnt)])
-        mounted = [mnt]
         try:
             run(["cp", "-a", f"{root}/.", str(mnt)])
-            for fs in ("dev", "proc", "sys"):
-                run(["mount", "--bind", f"/{fs}", str(mnt / fs)])
-                mounted.append(mnt / fs)
-            run(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--boot-directory=/boot", device])
+            with os_tree.system_mounts(mnt):
+                run(
+                    ["chroot", str(mnt), "grub-install", "--target=i386-pc", "--boot-directory=/boot", device]
+                )
         finally:
-            for path in reversed(mounted):
-                subprocess.run(["umount", str(path)], check=False)
+            subprocess.run(["umount", str(mnt)], check=False)
     mnt.rmdir()

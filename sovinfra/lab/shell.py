@@ -18,7 +18,7 @@ def run(
             list(cmd), input=input_text, capture_output=True, text=True, check=False, cwd=cwd
         )
     except FileNotFoundError as exc:
-        raise UserError(f"{cmd[0]} is not installed (needed by the lab)") from exc
+        raise UserError(f"{cmd[0]} is not installed (scripts/setup installs it)") from exc
     if check and proc.returncode != 0:
         raise UserError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
     return proc.stdout

@@ -8,14 +8,15 @@ import re
 from dataclasses import dataclass, field
 
 # In the order a server passes them.
-STAGES = ("dhcp", "ipxe", "installer", "preseed")
+STAGES = ("dhcp", "ipxe", "installer", "files")
 MEANING = {
     "": "no DHCP request seen: check the BMC's boot order, the NIC's MAC, the provisioning network",
     "dhcp": "got its address (or, from a proxy, its boot file); iPXE never asked for its script (the firmware"
     " did not chain to iPXE?)",
     "ipxe": "got its boot script; the installer was not fetched (a disk boot, or iPXE stopped)",
-    "installer": "the installer was fetched; it never asked for its preseed (its kernel or network?)",
-    "preseed": "the installer is running with its preseed",
+    "installer": "the installer was fetched; it never asked for the server's files (its kernel, or no DHCP"
+    " answer to it?)",
+    "files": "the installer took the server's files and is writing the image (its console shows how far)",
 }
 _STAMP = re.compile(r"^(\S+)\s")
 _SENT = re.compile(r"\bsent (\S+) to (\S+)")
@@ -76,9 +77,9 @@ class Progress:
 def _stage_of_file(path: str, client: Client) -> str | None:
     if path.endswith(f"/hosts/{client.file}.ipxe"):
         return "ipxe"
-    if path.endswith(f"/hosts/{client.file}.preseed"):
-        return "preseed"
-    if path.endswith("/debian-installer/amd64/initrd.gz"):
+    if path.endswith(f"/hosts/{client.file}.install"):
+        return "files"
+    if path.endswith("/installer.img") and "/images/" in path:
         return "installer"
     return None
 
@@ -105,5 +106,9 @@ def read(lines: list[str], clients: list[Client]) -> dict[str, Progress]:
                 found[client.host].seen[stage] = when
         missing = _NOT_FOUND.search(line)
         if missing and missing.group(2) in by_address:
-            found[by_address[missing.group(2)].host].errors.append(f"{missing.group(1)} not found")
+            client = by_address[missing.group(2)]
+            if missing.group(1).endswith(f"/hosts/{client.file}.failed"):  # the installer's own signal
+                found[client.host].errors.append("the installer failed (its console says why)")
+            else:
+                found[client.host].errors.append(f"{missing.group(1)} not found")
     return found

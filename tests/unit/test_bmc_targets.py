@@ -101,7 +101,7 @@ def test_targets_resolve_the_ca_beside_the_file_that_names_it_and_decrypt_the_pa
         "admin",
         "s3cret",
         "",
-        "uefi",  # the netboot role's default: the mode its preseed partitions for
+        "uefi",  # the netboot role's default firmware mode
     )
     assert Path(t.ca_file) == tmp_path / "host_vars" / ".." / "ca.pem" and t.timeout_s == 30
     assert "s3cret" not in repr(t)

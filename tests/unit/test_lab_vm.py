@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sovinfra.lab import box, nvidia_repo, vm
+from sovinfra.mirror import os_tree
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState, VmState
 
@@ -65,10 +66,10 @@ def test_a_box_from_the_site_snapshot_is_its_own_box_per_snapshot_and_key(tmp_pa
 
 def test_mmdebstrap_takes_a_snapshot_by_its_id_checked_with_the_site_key() -> None:
     root = Path("/tmp/rootfs")
-    argv = box.bootstrap_argv("bookworm", root, box.ARCHIVE)
+    argv = os_tree.bootstrap_argv("bookworm", root, box.ARCHIVE, box.PACKAGES)
     assert argv[0] == "mmdebstrap" and argv[-3:] == ["bookworm", "/tmp/rootfs", box.ARCHIVE.url]
     signed = box.Source(SNAPSHOT.url, SNAPSHOT.suite, "/srv/store/keys/site.gpg")
-    argv = box.bootstrap_argv("bookworm", root, signed)
+    argv = os_tree.bootstrap_argv("bookworm", root, signed, box.PACKAGES)
     assert argv[-3:] == [
         "20261204T120000Z",
         "/tmp/rootfs",

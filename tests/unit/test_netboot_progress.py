@@ -17,9 +17,11 @@ CLIENTS = [
 def test_each_server_is_as_far_as_its_last_stage_seen() -> None:
     seen = progress.read(LOG.splitlines(), CLIENTS)
     assert seen["pxe1"].stage == "ipxe" and seen["pxe1"].errors == [
-        "/srv/sovinfra/netboot/hosts/debian-installer/amd64/linux not found"
+        "/srv/sovinfra/netboot/hosts/images/20261203T220000Z/linux not found"
     ]
-    assert seen["pxe2"].stage == "preseed" and seen["pxe2"].seen["installer"] == "2026-12-03T22:36:52+0000"
+    assert seen["pxe2"].stage == "files" and seen["pxe2"].seen["installer"] == "2026-12-03T22:36:52+0000"
+    # The installer's own signal that it stopped (it asks for a file named so; none exists).
+    assert seen["pxe2"].errors == ["the installer failed (its console says why)"]
     assert seen["pxe3"].stage == "" and seen["pxe3"].seen == {}
 
 
@@ -28,7 +30,7 @@ def test_what_was_last_seen_is_said_in_words() -> None:
     assert seen["pxe1"].explain() == (
         "pxe1: ipxe at 2026-12-03T22:35:02+0000: got its boot script; the installer was not fetched "
         "(a disk boot, or iPXE stopped); last error: "
-        "/srv/sovinfra/netboot/hosts/debian-installer/amd64/linux not found"
+        "/srv/sovinfra/netboot/hosts/images/20261203T220000Z/linux not found"
     )
     assert "no DHCP request seen" in seen["pxe3"].explain()
     # Another server's transfers, or a MAC that merely contains this one, are not this server's.

@@ -1,11 +1,13 @@
 """The netboot role's files, rendered with Ansible's own Templar for a site with a BIOS and a UEFI server:
 dnsmasq answers DHCP only for listed MACs on the provisioning interface (and dnsmasq itself accepts the
-file), firmware gets the iPXE build for its boot mode, a server to install gets the installer with its
-preseed, every other known server is sent to its disk, and the preseed installs from the site snapshot."""
+file), firmware gets the iPXE build for its boot mode, a server to install gets the installer of the site's
+OS image and its own files, every other known server is sent to its disk."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,8 +97,7 @@ def test_only_servers_with_a_mac_are_known_with_their_own_or_the_roles_values() 
     assert sorted(found) == ["gpu1", "gpu2"]
     assert found["gpu1"] | {} == {
         "host": "gpu1", "mac": "52:54:00:aa:00:01", "file": "52-54-00-aa-00-01", "address": "10.0.9.11",
-        "disk": "/dev/nvme0n1", "firmware": "uefi", "locale": "en_US.UTF-8", "keymap": "us",
-        "timezone": "UTC", "install": True,
+        "disk": "/dev/nvme0n1", "firmware": "uefi", "timezone": "UTC", "install": True,
     }  # fmt: skip
     assert (found["gpu2"]["address"], found["gpu2"]["firmware"], found["gpu2"]["install"]) == (
         "10.0.9.12",
@@ -143,77 +144,86 @@ def test_as_a_proxy_beside_the_networks_dhcp_it_hands_out_no_address_router_or_d
     assert_dnsmasq_accepts(conf, tmp_path)
 
 
+IMAGE = {"dir": "/var/lib/sovinfra/mirror/netboot/" + SNAPSHOT, "kernel": "6.1.0-57-amd64", "built": False,
+         "sha256": {"linux": "1" * 64, "installer.img": "2" * 64, "rootfs.tar.zst": "3" * 64}}  # fmt: skip
+INSTALLER = ROOT / "sovinfra" / "netboot" / "installer" / "sovinfra"
+
+
 def test_the_server_to_install_gets_the_installer_every_other_its_disk() -> None:
     t = templar(["gpu1"])
     found = clients(t)
-    install = render(t, "host.ipxe.j2", client=found["gpu1"])
+    install = render(
+        t, "host.ipxe.j2", client=found["gpu1"], __netboot_image_made={"stdout": json.dumps(IMAGE)}
+    )
     assert install.startswith("#!ipxe\n")
     kernel = next(line for line in install.splitlines() if line.startswith("kernel "))
-    assert "url=tftp://10.0.9.1/hosts/52-54-00-aa-00-01.preseed" in kernel
-    assert "auto=true" in kernel and "priority=critical" in kernel and "hostname=gpu1" in kernel
-    # Asked before the preseed is read (it comes over the network): a provisioning network has no router.
-    assert "netcfg/no_default_route=true" in kernel and "netcfg/get_nameservers=10.0.9.1" in kernel
+    args = dict(a.split("=", 1) for a in kernel.split()[2:])
+    assert kernel.split()[1] == f"/images/{SNAPSHOT}/linux"
+    # What the installer reads (sovinfra/netboot/installer/sovinfra): all from the netboot host, the image
+    # checked against the sha256 its record holds.
+    assert args["sovinfra.server"] == "10.0.9.1" and args["sovinfra.disk"] == "/dev/nvme0n1"
+    assert (
+        args["sovinfra.image"] == f"images/{SNAPSHOT}/rootfs.tar.zst" and args["sovinfra.sha256"] == "3" * 64
+    )
+    assert args["sovinfra.files"] == "hosts/52-54-00-aa-00-01.install"
+    assert args["ip"] == "dhcp" and args["BOOTIF"] == "01-${netX/mac:hexhyp}"
+    for name in ("server", "image", "sha256", "files", "disk"):  # each one the script requires
+        assert f"sovinfra.{name}=*)" in INSTALLER.read_text()
     initrds = [line.split() for line in install.splitlines() if line.startswith("initrd ")]
-    # Laid over Debian's initrd, in this order: the installer's archive keyring is the site's key.
-    assert [(i[2], i[3]) for i in initrds] == [
-        ("initrd.gz", "/debian-installer/amd64/initrd.gz"),
-        ("site-keyring.cpio.gz", "/debian-installer/amd64/site-keyring.cpio.gz"),
-    ]
-    # Under UEFI the kernel's EFI stub loads them itself, by these names, in the same order.
-    assert [a.removeprefix("initrd=") for a in kernel.split() if a.startswith("initrd=")] == [
-        i[2] for i in initrds
-    ]
-    assert kernel.split()[-1] == "---" and "\nboot\n" in install
+    assert initrds == [["initrd", "--name", "installer.img", f"/images/{SNAPSHOT}/installer.img"]]
+    # Under UEFI the kernel's EFI stub loads it itself, by this name.
+    assert args["initrd"] == "installer.img" and "\nboot\n" in install
     local = render(t, "host.ipxe.j2", client=found["gpu2"])
     assert [line for line in local.splitlines() if line and not line.startswith("#")] == ["exit"]
     boot = render(t, "boot.ipxe.j2")
     assert "chain hosts/${netX/mac:hexhyp}.ipxe" in boot
 
 
-@pytest.mark.parametrize(("host", "label", "efi"), [("gpu1", "gpt", True), ("gpu2", "msdos", False)])
-def test_the_preseed_installs_from_the_site_snapshot_on_the_named_disk(
-    host: str, label: str, efi: bool
-) -> None:
-    t = templar(["gpu1", "gpu2"])
-    client = clients(t)[host]
-    preseed = render(t, "preseed.cfg.j2", client=client)
-    settings = {
-        " ".join(line.split()[:2]): line.split(maxsplit=3)[3] if len(line.split()) > 3 else ""
-        for line in preseed.splitlines()
-        if line and not line.startswith("#")
-    }
-    assert settings["d-i mirror/http/hostname"] == "10.0.0.5"
-    assert settings["d-i mirror/http/directory"] == "/packages/site"
-    assert settings["d-i mirror/suite"] == SNAPSHOT and settings["d-i mirror/udeb/suite"] == SNAPSHOT
-    assert settings["d-i apt-setup/services-select"] == ""  # no security/updates from the internet
-    assert settings["d-i debian-installer/allow_unauthenticated"] == "false"
-    assert settings["d-i apt-setup/local0/key"] == "tftp://10.0.9.1/site.gpg"
-    assert settings["d-i partman-auto/disk"] == client["disk"] == settings["d-i grub-installer/bootdev"]
-    assert settings["d-i partman-partitioning/choose_label"] == label
-    assert ("d-i partman-efi/non_efi_system" in settings) is efi
-    assert settings["d-i time/zone"] == client["timezone"]
-    assert settings["d-i passwd/root-password-crypted"] == "!"  # locked: keys only
-    assert "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample control" in settings["d-i preseed/late_command"]
+def plant(server_files: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """The installer's own planting step (its shell function, run by sh) onto `root`."""
+    (root.parent / "files").write_text(server_files)
+    # sovinfra_fail waits forever on a server: here its wait ends the shell (exit 3).
+    script = (
+        f'sleep() {{ exit 3; }}; . "{INSTALLER}"; rootmnt="{root}"; sovinfra_plant "{root.parent / "files"}"'
+    )
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
 
 
-def test_the_preseed_plants_the_host_key_sovinfra_made_and_only_that(tmp_path: Path) -> None:
+def test_the_installer_plants_the_servers_name_keys_and_time_zone(tmp_path: Path) -> None:
     from sovinfra.netboot import hostkeys
 
     keys = tmp_path / "hostkeys"
-    (keys / "gpu1").mkdir(parents=True)
-    private = keys / "gpu1" / hostkeys.KEY_NAME
+    (keys / "gpu2").mkdir(parents=True)
+    private = keys / "gpu2" / hostkeys.KEY_NAME
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(private)], check=True)
     t = templar(["gpu1", "gpu2"], keys)
-    found = clients(t)
-    late = next(
-        line
-        for line in render(t, "preseed.cfg.j2", client=found["gpu1"]).splitlines()
-        if line.startswith("d-i preseed/late_command")
+    root = tmp_path / "target"
+    (root / "usr/share/zoneinfo/Europe").mkdir(parents=True)
+    (root / "usr/share/zoneinfo/Europe/Berlin").write_text("TZif")
+    (root / "etc").mkdir()
+    done = plant(render(t, "server.install.j2", client=clients(t)["gpu2"]), root)
+    assert done.returncode == 0, done.stderr
+    assert (root / "etc/hostname").read_text() == "gpu2\n"
+    assert "10.0.9.12 gpu2" in (root / "etc/hosts").read_text().splitlines()
+    assert (root / "root/.ssh/authorized_keys").read_text() == (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample control\n"
     )
-    encoded = base64.b64encode(private.read_bytes().rstrip(b"\n")).decode()  # its newline added back there
-    assert f"echo '{encoded}' > /target/root/.hostkey.b64" in late
-    assert private.with_suffix(".pub").read_text().strip() in late
-    assert "{ base64 -d /root/.hostkey.b64; echo; } > /etc/ssh/ssh_host_ed25519_key" in late
+    assert (root / "root/.ssh/authorized_keys").stat().st_mode & 0o777 == 0o600
+    planted = root / "etc/ssh/ssh_host_ed25519_key"
+    assert planted.read_bytes() == private.read_bytes() and planted.stat().st_mode & 0o777 == 0o600
+    assert (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text() == private.with_suffix(".pub").read_text()
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
     # A server whose key was never made gets none: its own would be unknown, so never trusted.
-    other = render(t, "preseed.cfg.j2", client=found["gpu2"])
-    assert ".hostkey.b64" not in other and "ssh_host_ed25519_key" not in other
+    other = tmp_path / "other"
+    (other / "etc").mkdir(parents=True)
+    done = plant(render(t, "server.install.j2", client=clients(t)["gpu1"]), other)
+    assert done.returncode == 0, done.stderr
+    assert not list((other / "etc").glob("ssh/*")) and (other / "etc/hostname").read_text() == "gpu1\n"
+
+
+def test_the_installer_refuses_a_path_outside_the_new_root(tmp_path: Path) -> None:
+    root = tmp_path / "target"
+    root.mkdir()
+    done = plant(f"../escaped 0644 {base64.b64encode(b'x').decode()}\n", root)
+    assert done.returncode == 3 and "FAILED" in done.stderr and "is not inside the new root" in done.stderr
+    assert not (tmp_path / "escaped").exists()
