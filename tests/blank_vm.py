@@ -59,14 +59,20 @@ def domain_xml(
 
 @contextlib.contextmanager
 def defined(
-    name: str, work: Path, nic: str, memory_mib: int = 64, console: Path | None = None, firmware: str = "bios"
+    name: str,
+    work: Path,
+    nic: str,
+    memory_mib: int = 64,
+    console: Path | None = None,
+    firmware: str = "bios",
+    disk_gib: int = 4,
 ) -> Iterator[str]:
     """A blank VM defined (libvirt's daemons started when they were not), and gone afterwards: its
     domain, its disk, the daemons this started."""
     started = vm.ensure_libvirt(lambda _: None)
     disk = vm.POOL_DIR / f"{name}.raw"
     disk.write_bytes(b"")
-    os.truncate(disk, 4 << 30)  # sparse: nothing is written to it
+    os.truncate(disk, disk_gib << 30)  # sparse: only what the VM writes takes space
     xml = work / f"{name}.xml"
     xml.write_text(domain_xml(name, disk, nic, memory_mib, console, firmware))
     made = False

@@ -373,7 +373,6 @@ def packages_sync(inventory: str | None, installed: bool, as_json: bool, store_p
         arches,
         _log,
         versioned=versioned,
-        installer=apt_plan.installer_components(inv, roles_dir),
     )
     if as_json:
         click.echo(json.dumps(_snapshot_rows([info])[0]))

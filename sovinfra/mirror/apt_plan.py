@@ -163,28 +163,15 @@ HOST_PACKAGE_VARS = {
 }
 
 
-# What Debian's installer takes from a snapshot besides named packages: its own components (udebs) and
-# the base system debootstrap installs by default (priority required is always in; important too).
-INSTALLER_TERMS = ("$PackageType (udeb)", "Priority (important)")
-
-
 def serves_installer(inv: model.Inventory) -> bool:
-    """Servers network-boot Debian's installer from this site (the inventory has netboot hosts)."""
+    """Servers network-install the site's OS image from this site (the inventory has netboot hosts)."""
     return bool(inv.hosts_in("netboot"))
 
 
-def installer_components(inv: model.Inventory, roles_dir: Path) -> bool:
-    """The installer's own components (udebs) and the base system go into the snapshot."""
-    value, where = _mirror_setting(inv, roles_dir, "model_mirror_apt_installer_components")
-    if not isinstance(value, bool):
-        raise UserError(f"{where}: model_mirror_apt_installer_components must be true or false")
-    return serves_installer(inv) and value
-
-
 def installer_packages(roles_dir: Path) -> set[str]:
-    """The netboot host's packages and what the installer puts on servers (roles/netboot/vars)."""
+    """The netboot host's packages and the OS image's, made from the snapshot (roles/netboot/vars)."""
     netboot = defaults.role_vars(roles_dir, "netboot")
-    keys = ("__netboot_server_packages", "__netboot_target_packages", "__netboot_installer_packages")
+    keys = ("__netboot_server_packages", "__netboot_image_packages")
     return {str(name) for key in keys for name in netboot.get(key) or []}
 
 
@@ -319,16 +306,13 @@ def filter_query(
     packages: list[str],
     versioned: Sequence[Requirement] = (),
     more: Sequence[str] = (),
-    installer: bool = False,
 ) -> str:
     """aptly's filter for the site's need: the named packages, the pinned versions, the base system
     (`Priority (required)`), and `more` (dependencies another upstream's packages have on this one, or
-    that a flat upstream's packages have on each other; a bare name also by what provides it); with
-    `installer`, what Debian's installer takes from the snapshot too."""
+    that a flat upstream's packages have on each other; a bare name also by what provides it)."""
     return " | ".join(
         [
             "Priority (required)",
-            *(INSTALLER_TERMS if installer else ()),
             *packages,
             *(r.query() for r in versioned),
             *map(_or_providers, more),

@@ -199,7 +199,6 @@ def _update_mirrors(
     query: str,
     architectures: list[str],
     log: Any,
-    installer: bool = False,
 ) -> None:
     mirrors = aptly.names("mirror")
     for upstream in upstreams:
@@ -207,8 +206,8 @@ def _update_mirrors(
         for name, dist in upstream.mirror_names():
             what = f"upstream {upstream.name} ({upstream.url} {dist})"
             common = [f"-keyring={keyring}", f"-filter={query}", "-filter-with-deps"]
-            if not upstream.flat:  # Debian's suites carry the installer's components (a flat repo has none)
-                common.append(f"-with-udebs={'true' if installer else 'false'}")
+            if not upstream.flat:  # no installer components (udebs): a mirror made with them drops them
+                common.append("-with-udebs=false")
             if name in mirrors:
                 aptly("mirror", "edit", *common, name, what=what)
             else:
@@ -306,11 +305,9 @@ def sync(
     architectures: list[str],
     log: Any = print,
     versioned: list[apt_plan.Requirement] | None = None,
-    installer: bool = False,
 ) -> SnapshotInfo:
     """Mirror each upstream filtered to the need, snapshot, merge, close dependencies across upstreams,
-    check, publish signed, flip `current`. With `installer`, also what Debian's installer takes from it
-    (its udebs and the base system)."""
+    check, publish signed, flip `current`."""
     versioned = versioned or []
     key = sitekey.ensure(store)
     aptly = Aptly(store, architectures)
@@ -324,8 +321,8 @@ def sync(
     try:
         keyrings = {u.name: pinned_keyring(store, u) for u in upstreams}
         for rounds in range(1, MAX_ROUNDS + 1):
-            query = apt_plan.filter_query([*needed, *siblings], versioned, more, installer)
-            _update_mirrors(aptly, keyrings, upstreams, query, architectures, log, installer)
+            query = apt_plan.filter_query([*needed, *siblings], versioned, more)
+            _update_mirrors(aptly, keyrings, upstreams, query, architectures, log)
             made = _snapshot_round(aptly, upstreams, snap_id)
             unmet = _unmet(aptly, made[-1])
             held = apt_plan.held_back(_stanzas(aptly, made[-1]))

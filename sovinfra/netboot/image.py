@@ -125,8 +125,8 @@ def build(target: Path, source: os_tree.Source, pkgs: list[str], release: str = 
     _installer(root, kernel, work / "installer.img")
     shutil.copy(root / "boot" / f"vmlinuz-{kernel}", work / "linux")
     run(["chroot", str(root), "apt-get", "clean"])
-    run(["sh", "-c", 'tar -C "$1" --numeric-owner --xattrs --xattrs-include="*" -cf - . | zstd -q -T0 -9 -o "$2"',
-         "-", str(root), str(work / "rootfs.tar.zst")])  # fmt: skip
+    pack = 'tar -C "$1" --numeric-owner --xattrs --xattrs-include="*" -cf - . | zstd -q -T0 -9 -o "$2"'
+    run(["bash", "-o", "pipefail", "-c", pack, "-", str(root), str(work / "rootfs.tar.zst")])
     shutil.rmtree(root)
     record = {
         "snapshot": source.suite,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sovinfra.lab import box, nvidia_repo, vm
-from sovinfra.mirror import os_tree
 from sovinfra.lab import inventory as lab_inventory
 from sovinfra.lab.state import HostState, LabState, VmState
+from sovinfra.mirror import os_tree
 
 
 def test_vms_take_stable_addresses_and_macs_clear_of_the_containers() -> None:
