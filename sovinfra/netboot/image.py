@@ -155,6 +155,8 @@ def ensure(store: Path, snapshot: str, roles_dir: Path, check: bool = False) -> 
     built = record is None or record.get("recipe") != recipe(pkgs, source)
     if built and not check:
         record = build(target, source, pkgs)
+    elif built:  # check mode: what a plan needs, nothing built
+        record = {"snapshot": snapshot, "kernel": "", "sha256": dict.fromkeys(FILES, "")}
     return {**(record or {}), "built": built, "dir": str(target)}
 
 
