@@ -1,0 +1,157 @@
+"""The network installer itself, under QEMU (TCG) and without the lab: QEMU's user network is the DHCP and
+TFTP server the installer talks to, as the netboot host's dnsmasq is at a site (the whole chain through
+firmware, dnsmasq and the BMC is tests/integration/test_lab_netboot.py). The image and its installer are
+made by the product's own builder, from Debian's registry.
+
+- An image whose sha256 is not the one its boot script names is refused before anything of it is
+  unpacked: the installer says so and stops (no reboot into a half-written disk).
+- The real one installs, and the disk boots (SeaBIOS) into a system that answers ssh with the host key
+  planted for it, with its name and time zone.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sovinfra.lab import config
+from sovinfra.mirror import os_tree
+from sovinfra.netboot import image
+from tests.conftest import ROOT
+
+INSTALL_BUDGET_S = 900  # TCG: the installer's boot, the image over TFTP, unpacking, GRUB
+BOOT_BUDGET_S = 600
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("netboot-image") / "image"
+    image.build(target, os_tree.Source(config.DEBIAN_MIRROR), image.packages(ROOT / "roles"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's keys (its host key, the control node's login key) and its files as the netboot role
+    writes them ("path mode base64", hosts/<mac>.install)."""
+    work = tmp_path_factory.mktemp("server")
+    for name in ("hostkey", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+
+    def entry(path: str, mode: str, data: bytes) -> str:
+        return f"{path} {mode} {base64.b64encode(data).decode()}"
+
+    lines = [
+        entry("etc/hostname", "0644", b"pxe9\n"),
+        entry("etc/timezone", "0644", b"Europe/Berlin\n"),
+        entry("root/.ssh/authorized_keys", "0600", (work / "client.pub").read_bytes()),
+        entry("etc/ssh/ssh_host_ed25519_key", "0600", (work / "hostkey").read_bytes()),
+        entry("etc/ssh/ssh_host_ed25519_key.pub", "0644", (work / "hostkey.pub").read_bytes()),
+    ]
+    (work / "tftp" / "hosts").mkdir(parents=True)
+    (work / "tftp" / "hosts" / "52-54-00-00-00-09.install").write_text("\n".join(lines) + "\n")
+    return work
+
+
+def install(built: Path, work: Path, sha256: str, stop_at: str) -> str:
+    """Boot the installer on a blank disk (work/disk.qcow2) until QEMU exits (it reboots: -no-reboot) or
+    the console says `stop_at`; the console."""
+    tftp = work / "tftp" / "images" / "S"
+    tftp.mkdir(parents=True, exist_ok=True)
+    (tftp / "rootfs.tar.zst").unlink(missing_ok=True)
+    (tftp / "rootfs.tar.zst").hardlink_to(built / "rootfs.tar.zst")
+    disk, console = work / "disk.qcow2", work / f"console-{stop_at.split()[0]}.log"
+    disk.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "24G"], check=True)
+    args = " ".join([
+        "console=ttyS0,115200n8", "ip=dhcp", "sovinfra.server=10.0.2.2",
+        "sovinfra.image=images/S/rootfs.tar.zst", f"sovinfra.sha256={sha256}",
+        "sovinfra.files=hosts/52-54-00-00-00-09.install", "sovinfra.disk=/dev/vda",
+    ])  # fmt: skip
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-m", "1024", "-display", "none", "-no-reboot", "-serial", f"file:{console}",
+         "-kernel", str(built / "linux"), "-initrd", str(built / "installer.img"), "-append", args,
+         "-netdev", f"user,id=n0,tftp={work / 'tftp'}", "-device", "virtio-net-pci,netdev=n0",
+         "-drive", f"file={disk},if=virtio"],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + INSTALL_BUDGET_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            if console.exists() and stop_at in console.read_text(errors="replace"):
+                break
+            time.sleep(2)
+    finally:
+        proc.kill()
+        proc.wait()
+    return console.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_image_that_is_not_the_one_named_is_refused_before_it_is_unpacked(
+    built: Path, server: Path
+) -> None:
+    wrong = image.sha256_file(built / "installer.img")  # a real file's sum, not the image's
+    console = install(built, server, wrong, "FAILED")
+    assert "sovinfra-installer: FAILED: images/S/rootfs.tar.zst: its sha256 is not the one" in console, (
+        console[-3000:]
+    )
+    # It had the server's files and the disk; it unpacked nothing and did not reboot.
+    assert "asking 10.0.2.2 for hosts/52-54-00-00-00-09.install" in console
+    assert "unpacking" not in console and "sovinfra-installer: installed" not in console
+    assert "reboot: Restarting" not in console
+
+
+def test_the_image_installs_and_the_disk_boots_answering_with_its_planted_key(
+    built: Path, server: Path
+) -> None:
+    record = image.load(built)
+    assert record and record["sha256"]["rootfs.tar.zst"] == image.sha256_file(built / "rootfs.tar.zst")
+    console = install(built, server, record["sha256"]["rootfs.tar.zst"], "reboot: Restarting")
+    assert "sovinfra-installer: installed; rebooting into the new system" in console, console[-3000:]
+    port = free_port()
+    known = server / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {' '.join((server / 'hostkey.pub').read_text().split()[:2])}\n")
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-m", "1024", "-display", "none", "-serial", f"file:{server / 'boot.log'}",
+         "-drive", f"file={server / 'disk.qcow2'},if=virtio", "-netdev",
+         f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0"],
+    )  # fmt: skip
+    ssh = ["ssh", "-i", str(server / "client"), "-p", str(port), "-o", f"UserKnownHostsFile={known}",
+           "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+           "root@127.0.0.1"]  # fmt: skip
+    try:
+        deadline = time.monotonic() + BOOT_BUDGET_S
+        answer = subprocess.CompletedProcess[str]([], 255, "", "not tried")
+        while time.monotonic() < deadline:
+            answer = subprocess.run(
+                [*ssh, "hostname; readlink /etc/localtime; findmnt -n -o FSTYPE /; ls /boot/efi/EFI/BOOT; "
+                 "ls /etc/ssh/ | grep -c '^ssh_host_'"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            if answer.returncode == 0 or "Host key verification failed" in answer.stderr:
+                break
+            time.sleep(10)
+        boot = (server / "boot.log").read_text(errors="replace")
+        assert answer.returncode == 0, (answer.stderr, boot[-3000:])
+        # Its own name and zone, ext4 root, GRUB's UEFI loader on the ESP too (the same disk boots either
+        # firmware), and only the one host key it was given (the image carries none).
+        assert answer.stdout.split() == [
+            "pxe9",
+            "/usr/share/zoneinfo/Europe/Berlin",
+            "ext4",
+            "BOOTX64.EFI",
+            "2",
+        ]
+    finally:
+        proc.kill()
+        proc.wait()
