@@ -6,8 +6,9 @@ is a server ready for the site converge (Debian's kernel, GRUB for BIOS and UEFI
 key from the install, DHCP on its NICs). The installer is the same tree's kernel with an initramfs made
 by the tree's own initramfs-tools (every storage and NIC driver, busybox, the boot script
 `installer/sovinfra`): it partitions the disk, unpacks the image after checking its sha256, plants the
-server's own files and reboots. Nothing else is needed on the network than the netboot host (TFTP), and
-Debian's installer's components (udebs), which no package registry we mirror serves, are not needed.
+server's own files and reboots. Nothing on the network is needed but the netboot host (TFTP), and only
+ordinary packages: Debian's own network installer loads its components (udebs) from its mirror, and the
+registries a site mirrors from do not always serve them (the one these machines reach does not).
 
   python -m sovinfra.netboot.image --store STORE --snapshot ID [--check]   -> JSON (the image's record)
 

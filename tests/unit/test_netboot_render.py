@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -227,3 +228,13 @@ def test_the_installer_refuses_a_path_outside_the_new_root(tmp_path: Path) -> No
     done = plant(f"../escaped 0644 {base64.b64encode(b'x').decode()}\n", root)
     assert done.returncode == 3 and "FAILED" in done.stderr and "is not inside the new root" in done.stderr
     assert not (tmp_path / "escaped").exists()
+
+
+def test_only_other_snapshots_images_and_debian_installers_files_are_removed() -> None:
+    stale = re.compile(str(templar([]).template(trusted("{{ __netboot_stale }}"))))
+    root = "/srv/sovinfra/netboot"
+    gone = [f"{root}/images/20261101T000000Z", f"{root}/debian-installer", f"{root}/site-keyring",
+            f"{root}/site.gpg"]  # fmt: skip
+    kept = [f"{root}/images/{SNAPSHOT}", f"{root}/images", f"{root}/hosts", f"{root}/boot.ipxe",
+            f"{root}/undionly.kpxe", f"{root}/snponly.efi", f"{root}/site.gpgx"]  # fmt: skip
+    assert [p for p in gone + kept if stale.search(p)] == gone
