@@ -186,33 +186,61 @@ def on_server(server: Server, command: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
 
 
-def test_provision_installs_blank_servers_from_the_site_through_their_bmcs(site: Site) -> None:
-    """Both servers at once, BIOS and UEFI: made keys pinned, one network boot each through its BMC, the
-    image installed from the snapshot, their next boot from their disks, each answering with its planted
-    key, then the site converged on them. The chain each took is the netboot service's log."""
+@dataclass
+class Provisioned:
+    code: int
+    out: str
+    log: str  # the netboot service's, from the provision on
+    consoles: dict[str, str]
+    egress: tuple[int | None, int | None]  # the lab's egress counter before and after
+    image: dict  # the record of the image installed
+
+
+@pytest.fixture(scope="class")
+def provisioned(site: Site) -> Iterator[Provisioned]:
+    """`sovinfra provision` of both blank servers at once; afterwards both are off, their made keys and
+    pins gone."""
     from sovinfra.cli.mirror import default_store
     from sovinfra.mirror import apt_snapshots
     from sovinfra.netboot import image
 
-    snapshot = apt_snapshots.current(default_store())
+    snapshot = apt_snapshots.current(default_store()) or ""
     made = image.load(image.image_dir(default_store(), snapshot))
     assert made and made["snapshot"] == snapshot, made  # the site fixture's converge had it made
     egress_before = manager.egress_packets()
     started = time.time()
-    hosts = [x.name for x in SERVERS]
     bmc = ("-i", str(site.inventory), "--vault-password-file", str(site.vault))
     try:
         code, out = invoke(
-            "provision", *hosts, "--yes", "--budget-min", str(INSTALL_BUDGET_MIN), *bmc, "--json"
-        )
-        log = netboot_log(started)
+            "provision", *(x.name for x in SERVERS), "--yes", "--budget-min", str(INSTALL_BUDGET_MIN), *bmc,
+            "--json",
+        )  # fmt: skip
         consoles = {x.name: site.consoles[x.name].read_text(errors="replace") for x in SERVERS}
-        record = json.loads(out[out.index("{") :])
-        assert code == 0 and record["ok"], (
-            out[-4000:],
-            log[-3000:],
-            {h: c[-2500:] for h, c in consoles.items()},
+        yield Provisioned(
+            code, out, netboot_log(started), consoles, (egress_before, manager.egress_packets()), made
         )
+    finally:
+        invoke("bmc", "power", "off", *bmc, "--limit", ",".join(x.name for x in SERVERS))
+        known = paths.lab_dir() / "known_hosts"
+        for server in SERVERS:
+            subprocess.run(["ssh-keygen", "-q", "-R", server.address(), "-f", str(known)], check=False)
+            shutil.rmtree(hostkeys.store(paths.project_root() / "roles") / server.name, ignore_errors=True)
+        known.with_name("known_hosts.old").unlink(missing_ok=True)
+        (site.inventory / "sovinfra.lock").unlink(missing_ok=True)
+
+
+class TestProvision:
+    def test_blank_servers_are_installed_from_the_site_through_their_bmcs(
+        self, provisioned: Provisioned
+    ) -> None:
+        """Both servers at once, BIOS and UEFI: made keys pinned, one network boot each through its BMC,
+        the image installed from the snapshot, their next boot from their disks, each answering with its
+        planted key, then the site converged on them. The chain each took is the netboot service's log."""
+        p, log, snapshot = provisioned, provisioned.log, provisioned.image["snapshot"]
+        record = json.loads(p.out[p.out.index("{") :])
+        assert p.code == 0 and record["ok"], (
+            p.out[-4000:], log[-3000:], {h: c[-2500:] for h, c in p.consoles.items()},
+        )  # fmt: skip
         assert [s["step"] for s in record["steps"]] == ["netboot: install", "netboot: installed", "converge"]
         for server in SERVERS:
             assert record["netboot"][server.name]["stage"] == "files", record["netboot"]
@@ -224,28 +252,40 @@ def test_provision_installs_blank_servers_from_the_site_through_their_bmcs(site:
                      f"images/{snapshot}/rootfs.tar.zst"]  # fmt: skip
             for sent in (["snponly.efi"] if server.firmware == "uefi" else []) + chain:
                 assert re.search(rf"sent \S*/{re.escape(sent)} to {re.escape(server.address())}", log), sent
-            assert "sovinfra-installer: installed; rebooting" in consoles[server.name]
-            # Answering with the key sovinfra made (StrictHostKeyChecking against the pinned one), as itself,
-            # on the image's kernel, its packages from the site snapshot only.
+            assert "sovinfra-installer: installed; rebooting" in p.consoles[server.name]
+            # Answering with the key sovinfra made (StrictHostKeyChecking against the pinned one), as
+            # itself, on the image's kernel, its packages from the site snapshot only.
             sources = "cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null"
             facts = on_server(
                 server, f"hostname; uname -r; {sources} | grep -E '^(URIs|deb) ' || true"
             ).splitlines()
-            assert facts[:2] == [server.name, made["kernel"]], facts
+            assert facts[:2] == [server.name, p.image["kernel"]], facts
             assert facts[2:] and all(line.endswith("/packages/site") for line in facts[2:]), facts
         # The image went over the lab network only.
-        assert manager.egress_packets() == egress_before
+        assert p.egress[0] is not None and p.egress[1] == p.egress[0]
         # Their next boot is from their disks, and their files (with their private host keys) are gone.
         for server in SERVERS:
             assert "\nexit\n" in on_mirror(f"cat /srv/sovinfra/netboot/hosts/{server.file}.ipxe")
         assert on_mirror("ls /srv/sovinfra/netboot/hosts/ | grep -c '[.]install$' || true").strip() == "0"
-    finally:
-        invoke("bmc", "power", "off", *bmc, "--limit", ",".join(hosts))
-        known = paths.lab_dir() / "known_hosts"
-        for server in SERVERS:
-            subprocess.run(["ssh-keygen", "-q", "-R", server.address(), "-f", str(known)], check=False)
-            shutil.rmtree(hostkeys.store(paths.project_root() / "roles") / server.name, ignore_errors=True)
-        known.with_name("known_hosts.old").unlink(missing_ok=True)
+
+    def test_a_server_provisioned_again_comes_back_as_the_lock_says(
+        self, site: Site, provisioned: Provisioned
+    ) -> None:
+        """The lock taken with both servers installed; pxe1 erased and installed again (its pinned key is
+        the one made for it: no --other-machine); then drift against the lock finds nothing on it."""
+        assert provisioned.code == 0, "the servers were not provisioned"
+        common = ("-i", str(site.inventory), "--vault-password-file", str(site.vault))
+        code, out = invoke("lock", "-i", str(site.inventory))
+        assert code == 0, out
+        before = on_server(SERVERS[0], "dpkg-query -W -f '${Package}=${Version}\\n' | sort")
+        code, out = invoke(
+            "provision", HOST, "--yes", "--budget-min", str(INSTALL_BUDGET_MIN), *common, "--json"
+        )
+        assert code == 0, out[-4000:]
+        assert on_server(SERVERS[0], "dpkg-query -W -f '${Package}=${Version}\\n' | sort") == before
+        code, out = invoke("drift", "-i", str(site.inventory), "--limit", HOST, "--json")
+        drift = json.loads(out[out.index("{") :])
+        assert code == 0 and drift["items"] == [] and drift["unreachable"] == {}, drift
 
 
 @contextlib.contextmanager
