@@ -40,7 +40,8 @@ CONFDIR = "etc/sovinfra-installer"  # the installer's initramfs-tools settings, 
 
 # A server's network: DHCP on every wired NIC (the provisioning network gives each server its inventory
 # address, from the netboot host or the network's own server).
-NETWORK = "[Match]\nType=ether\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
+# Its DHCP identity is its NIC's MAC (not systemd's DUID): what the netboot host and sites reserve by.
+NETWORK = "[Match]\nType=ether\nName=en* eth*\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nClientIdentifier=mac\n"
 SSHD = "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\nUseDNS no\n"
 # systemd-resolved answers on loopback only: no LLMNR or mDNS responder on the site's networks.
 RESOLVED = "[Resolve]\nLLMNR=no\nMulticastDNS=no\n"
