@@ -1,6 +1,9 @@
 """A DHCP client for tests: one DHCPDISCOVER as PXE firmware, iPXE or a plain OS would send it (RFC 2131,
-4578 and iPXE's option 175), and every answer within a few seconds, decoded. Run inside the client's
-network namespace: `python3 -m tests.dhcp_probe IFACE MAC --as bios|uefi7|uefi9|ipxe|os` prints JSON.
+4578 and iPXE's option 175), and every answer within a few seconds, decoded; or, with --lease, a whole
+lease (DISCOVER, REQUEST of the address offered, ACK or NAK) under a client identifier (option 61), as
+each of firmware, installer and installed OS takes one with its own. Run inside the client's network
+namespace: `python3 -m tests.dhcp_probe IFACE MAC --as bios|uefi7|uefi9|ipxe|os [--lease [--client-id
+HEX]]` prints JSON.
 """
 
 from __future__ import annotations
@@ -127,13 +130,39 @@ def probe(iface: str, mac: str, kind: str, wait_s: float = 3.0) -> dict[str, Any
         return {"offers": offers, "boot": boot}
 
 
+def lease(iface: str, mac: str, kind: str, client_id: bytes = b"", wait_s: float = 3.0) -> dict[str, Any]:
+    """DISCOVER, then REQUEST the address of the first offer that has one (to its server): the offer and
+    the server's answer (ACK or NAK; None for none), under `client_id` when given."""
+    xid = int.from_bytes(os.urandom(4), "big")
+    clid = _option(61, client_id) if client_id else b""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+        s.bind(("0.0.0.0", 68))
+        s.sendto(message(mac, kind, xid, extra=clid), ("255.255.255.255", 67))
+        offer = next((o for o in _answers(s, xid, wait_s) if o["yiaddr"] != "0.0.0.0"), None)
+        if offer is None:
+            return {"offer": None, "answer": None}
+        chosen = _option(50, socket.inet_aton(offer["yiaddr"])) + _option(
+            54, socket.inet_aton(offer["server"])
+        )
+        s.sendto(message(mac, kind, xid, 3, chosen + clid), ("255.255.255.255", 67))
+        return {"offer": offer, "answer": next(iter(_answers(s, xid, wait_s)), None)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("iface")
     parser.add_argument("mac")
     parser.add_argument("--as", dest="kind", choices=[*ARCH, "os"], required=True)
+    parser.add_argument("--lease", action="store_true", help="DISCOVER, REQUEST, and the ACK or NAK")
+    parser.add_argument("--client-id", default="", help="option 61, in hex")
     args = parser.parse_args()
-    print(json.dumps(probe(args.iface, args.mac, args.kind)))
+    if args.lease:
+        print(json.dumps(lease(args.iface, args.mac, args.kind, bytes.fromhex(args.client_id))))
+    else:
+        print(json.dumps(probe(args.iface, args.mac, args.kind)))
 
 
 if __name__ == "__main__":

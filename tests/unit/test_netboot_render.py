@@ -116,8 +116,8 @@ def test_dnsmasq_answers_only_listed_macs_on_the_provisioning_interface(tmp_path
     assert "interface=prov-0" in lines and "bind-interfaces" in lines and "enable-tftp=prov-0" in lines
     assert "dhcp-range=10.0.9.0,static,255.255.255.0,1h" in lines  # no pool: unknown MACs get nothing
     assert [line for line in lines if line.startswith("dhcp-host=")] == [
-        "dhcp-host=52:54:00:aa:00:01,id:*,10.0.9.11,gpu1",
-        "dhcp-host=52:54:00:aa:00:02,id:*,10.0.9.12,gpu2",
+        "dhcp-host=52:54:00:aa:00:01,10.0.9.11,gpu1",
+        "dhcp-host=52:54:00:aa:00:02,10.0.9.12,gpu2",
     ]
     assert "dhcp-option=option:router" in lines  # an empty router option: no default route
     assert "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe" in lines
