@@ -257,7 +257,7 @@ class TestProvision:
             # itself, on the image's kernel, its packages from the site snapshot only.
             sources = "cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null"
             facts = on_server(
-                server, f"hostname; uname -r; {sources} | grep -E '^(URIs|deb) ' || true"
+                server, f"hostname; uname -r; {sources} | grep -E '^(URIs:|deb) ' || true"
             ).splitlines()
             assert facts[:2] == [server.name, p.image["kernel"]], facts
             assert facts[2:] and all(line.endswith("/packages/site") for line in facts[2:]), facts
