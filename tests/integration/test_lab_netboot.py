@@ -254,13 +254,19 @@ class TestProvision:
                 assert re.search(rf"sent \S*/{re.escape(sent)} to {re.escape(server.address())}", log), sent
             assert "sovinfra-installer: installed; rebooting" in p.consoles[server.name]
             # Answering with the key sovinfra made (StrictHostKeyChecking against the pinned one), as
-            # itself, on the image's kernel, its packages from the site snapshot only.
+            # itself, on the image's kernel, with only the one host key it was given (the image carries
+            # none), GRUB's UEFI loader on the ESP whatever the firmware (one disk layout boots either), its
+            # packages from the site snapshot only.
             sources = "cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null"
             facts = on_server(
-                server, f"hostname; uname -r; {sources} | grep -E '^(URIs:|deb) ' || true"
-            ).splitlines()
-            assert facts[:2] == [server.name, p.image["kernel"]], facts
-            assert facts[2:] and all(line.endswith("/packages/site") for line in facts[2:]), facts
+                server, "hostname; uname -r; ls /etc/ssh | grep '^ssh_host_' | tr '\\n' ' '; echo; "
+                f"ls /boot/efi/EFI/BOOT; findmnt -n -o FSTYPE /; {sources} | grep -E '^(URIs:|deb) ' || true",
+            ).splitlines()  # fmt: skip
+            assert facts[:5] == [
+                server.name, p.image["kernel"], "ssh_host_ed25519_key ssh_host_ed25519_key.pub ",
+                "BOOTX64.EFI", "ext4",
+            ], facts  # fmt: skip
+            assert facts[5:] and all(line.endswith("/packages/site") for line in facts[5:]), facts
         # The image went over the lab network only.
         assert p.egress[0] is not None and p.egress[1] == p.egress[0]
         # Their next boot is from their disks, and their files (with their private host keys) are gone.
