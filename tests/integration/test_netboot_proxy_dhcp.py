@@ -59,27 +59,54 @@ class Log:
             self.lines.append(line.rstrip("\n"))
 
 
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def wire(tag: str, roles: tuple[str, ...]) -> dict[str, str]:
+    """A namespace per role, each with one link `<role>-0` on a bridge in a namespace of its own ("sw"):
+    the namespaces' names by role (made before any fails: `unwire` removes what exists)."""
     if os.geteuid() != 0:
         missing("network namespaces need root")
     if not shutil.which("dnsmasq"):
         missing("dnsmasq is not installed (run scripts/setup)")
+    names = {role: f"{tag}-{role}" for role in ("sw", *roles)}
+    for ns in names.values():
+        ip("netns", "add", ns)
+    ip("-n", names["sw"], "link", "add", "br0", "type", "bridge")
+    ip("-n", names["sw"], "link", "set", "br0", "up")
+    for role in roles:
+        link = f"{role}-0"
+        ip(
+            "-n",
+            names["sw"],
+            "link",
+            "add",
+            f"to-{role}",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            link,
+            "netns",
+            names[role],
+        )
+
+        ip("-n", names["sw"], "link", "set", f"to-{role}", "master", "br0", "up")
+        ip("-n", names[role], "link", "set", link, "up")
+    return names
+
+
+def unwire(tag: str) -> None:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for ns in [line.split()[0] for line in listed.splitlines() if line.startswith(f"{tag}-")]:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("proxy-dhcp")
     tag = f"sovpx{os.getpid()}"
-    names = {role: f"{tag}-{role}" for role in ("sw", "prov", "site", "cli")}
     procs: list[subprocess.Popen[str]] = []
     cleanup: list[Callable[[], None]] = []
     try:
-        for ns in names.values():
-            ip("netns", "add", ns)
-        ip("-n", names["sw"], "link", "add", "br0", "type", "bridge")
-        ip("-n", names["sw"], "link", "set", "br0", "up")
-        for role, inner in (("prov", "prov-0"), ("site", "site-0"), ("cli", "cli-0")):
-            ip("-n", names["sw"], "link", "add", f"to-{role}", "type", "veth", "peer", "name", inner, "netns",
-               names[role])  # fmt: skip
-            ip("-n", names["sw"], "link", "set", f"to-{role}", "master", "br0", "up")
-            ip("-n", names[role], "link", "set", inner, "up")
+        names = wire(tag, ("prov", "site", "cli"))
         ip("-n", names["prov"], "addr", "add", f"{PROXY}/24", "dev", "prov-0")
         ip("-n", names["site"], "addr", "add", f"{SITE}/24", "dev", "site-0")
 
@@ -119,8 +146,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for ns in names.values():
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        unwire(tag)
 
 
 def answers(

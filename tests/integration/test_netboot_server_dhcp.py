@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, missing
-from tests.integration.test_netboot_proxy_dhcp import Log, ip
+from tests.conftest import ROOT
+from tests.integration.test_netboot_proxy_dhcp import Log, ip, unwire, wire
 from tests.unit.test_netboot_render import render, templar
 
 UEFI, ADDRESS = "52:54:00:aa:00:01", "10.0.9.11"  # gpu1 in the render test's inventory
@@ -37,25 +37,12 @@ CLIENT_IDS = {  # as each takes its lease, in the order of an install
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if os.geteuid() != 0:
-        missing("network namespaces need root")
-    if not shutil.which("dnsmasq"):
-        missing("dnsmasq is not installed (run scripts/setup)")
     tmp = tmp_path_factory.mktemp("server-dhcp")
     tag = f"sovsd{os.getpid()}"
-    names = {role: f"{tag}-{role}" for role in ("sw", "prov", "cli")}
     proc: subprocess.Popen[str] | None = None
     root = ""
     try:
-        for ns in names.values():
-            ip("netns", "add", ns)
-        ip("-n", names["sw"], "link", "add", "br0", "type", "bridge")
-        ip("-n", names["sw"], "link", "set", "br0", "up")
-        for role, inner in (("prov", "prov-0"), ("cli", "cli-0")):
-            ip("-n", names["sw"], "link", "add", f"to-{role}", "type", "veth", "peer", "name", inner, "netns",
-               names[role])  # fmt: skip
-            ip("-n", names["sw"], "link", "set", f"to-{role}", "master", "br0", "up")
-            ip("-n", names[role], "link", "set", inner, "up")
+        names = wire(tag, ("prov", "cli"))
         ip("-n", names["prov"], "addr", "add", f"{NETBOOT}/24", "dev", "prov-0")
         root = tempfile.mkdtemp(prefix=f"{tag}-tftp-")  # dnsmasq drops to its own user: not under tmp
         os.chmod(root, 0o755)
@@ -78,8 +65,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             proc.wait(10)
         if root:
             shutil.rmtree(root, ignore_errors=True)
-        for ns in names.values():
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        unwire(tag)
 
 
 def take_lease(network: dict[str, Any], mac: str, kind: str, client_id: str) -> dict[str, Any]:
