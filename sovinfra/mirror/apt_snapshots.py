@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -433,7 +434,10 @@ def listing(store: Path) -> list[SnapshotInfo]:
 
 
 def prune(store: Path, keep: int) -> list[str]:
-    """Drop all but the newest `keep` snapshots (never the current one); free their unreferenced packages."""
+    """Drop all but the newest `keep` snapshots (never the current one); free their unreferenced packages.
+    The OS images made from a dropped snapshot for network installs go with it."""
+    from sovinfra.netboot import image
+
     if keep < 1:
         raise UserError("--keep must be at least 1")
     rows = listing(store)
@@ -450,5 +454,6 @@ def prune(store: Path, keep: int) -> list[str]:
             published=True,
         )
         (packages_dir(store) / "snapshots" / f"{snap_id}.json").unlink()
+        shutil.rmtree(image.image_dir(store, snap_id), ignore_errors=True)
     aptly("db", "cleanup", what="freeing unreferenced packages")
     return drop

@@ -24,6 +24,7 @@ from debian.debian_support import Version
 from sovinfra.cli import cli
 from sovinfra.errors import UserError
 from sovinfra.mirror import apt_plan, apt_snapshots, bundle_files, sitekey
+from sovinfra.netboot import image
 from tests.conftest import readline
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -123,13 +124,18 @@ def test_ls_json_and_second_snapshot_leaves_the_first_untouched(
     rows = json.loads(result.stdout)
     assert [r["id"] for r in rows] == [first.id, second.id]
     assert [r["current"] for r in rows] == [False, True]
-    # Prune keeps the current one and what it references; the first one's distribution is gone.
+    # Prune keeps the current one and what it references; the first one's distribution is gone, and the
+    # OS image made from it for network installs.
+    for snap_id in (first.id, second.id):
+        (image.image_dir(store, snap_id)).mkdir(parents=True)
+        (image.image_dir(store, snap_id) / image.RECORD).write_text("{}")
     result = CliRunner().invoke(
         cli, ["mirror", "packages", "prune", "--keep", "1", "--json", "--store", str(store)]
     )
     assert json.loads(result.stdout) == {"dropped": [first.id]}
     assert not (apt_snapshots.published_tree(store) / "dists" / first.id).exists()
     assert apt_snapshots.current(store) == second.id
+    assert not image.image_dir(store, first.id).exists() and image.image_dir(store, second.id).exists()
 
 
 def test_bad_upstream_signature_publishes_nothing(synced: tuple[Path, apt_snapshots.SnapshotInfo]) -> None:
