@@ -31,6 +31,11 @@ from sovinfra.inventory.model import Inventory, host_vars, var_file
 POLL_S = 10
 
 
+def health_argv(path: Path, gpu_hosts: list[str]) -> list[str]:
+    """`verify health` of the provisioned GPU nodes (it reads the agents' reports: no vault)."""
+    return ["verify", "health", "-i", str(path), "--limit", ",".join(gpu_hosts)]
+
+
 def _clients(inv: Inventory, hosts: list[str]) -> list[Any]:
     """The servers as the netboot log names them; UserError for a server that cannot be installed."""
     from sovinfra.netboot import progress
@@ -167,7 +172,7 @@ def provision(
         disks = ", ".join(f"{h} ({host_vars(inv, h)['netboot_disk']})" for h in chosen)
         click.confirm(f"Erase and install from the site: {disks}?", abort=True)
 
-    common = ["-i", str(path), *(["--vault-password-file", vault_file] if vault_file else [])]
+    common = ["-i", str(path), *(["--vault-password-file", vault_file] if vault_file else [])]  # for apply
     netboot_hosts = ",".join(sorted(inv.hosts_in("netboot")))
     started = datetime.now(UTC)
     deadline = time.monotonic() + budget_min * 60
@@ -202,9 +207,7 @@ def provision(
         )
         gpu = [h for h in chosen if h in inv.hosts_in("gpu_nodes")]
         if steps[-1]["exit_code"] == 0 and gpu:
-            steps.append(
-                run_step("provision", "health", ["verify", "health", *common, "--limit", ",".join(gpu)])
-            )
+            steps.append(run_step("provision", "health", health_argv(path, gpu)))
     not_answering = {h: e for h, e in unanswered.items() if e}
     record = {
         "hosts": chosen,

@@ -161,3 +161,19 @@ def test_what_hosts_run_needs_no_project_checkout(argv: list[str], tmp_path: Pat
     env = {**os.environ, "SOVINFRA_PROJECT": str(tmp_path)}
     proc = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_provision_asks_verify_health_only_what_it_takes(tmp_path: Path) -> None:
+    """The health step `provision` runs after the converge is a command line `verify health` accepts (it
+    once carried apply's --vault-password-file and failed on a verified node)."""
+    from sovinfra.cli.provision import health_argv
+
+    argv = health_argv(tmp_path / "inventory", ["gpu1", "gpu2"])
+    assert argv[:2] == ["verify", "health"]
+    verify = cli.get_command(click.Context(cli), "verify")  # loaded on demand
+    assert isinstance(verify, click.Group)
+    health = verify.commands["health"]
+    ctx = health.make_context("health", argv[2:])
+    assert ctx.params["limit"] == "gpu1,gpu2" and ctx.params["inventory_path"] == str(tmp_path / "inventory")
+    with pytest.raises(click.NoSuchOption):  # what it once was given
+        health.make_context("health", [*argv[2:], "--vault-password-file", str(tmp_path / "vault")])
