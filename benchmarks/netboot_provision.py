@@ -160,7 +160,11 @@ def main() -> None:
                 steps = {s["step"]: s["seconds"] for s in record["steps"]}
                 log = on_mirror("journalctl -u sovinfra-netboot --no-pager -o cat --since '-3h'")
                 sent = sorted(set(re.findall(rf"sent (\S+) to {re.escape(address)}\b", log)))
-                sizes = on_mirror("stat -c '%s %n' " + " ".join(sent)).split() if sent else []
+                # The server's own file is gone once it is installed (a few hundred bytes): what is still there.
+                listed = " ".join(sent)
+                sizes = on_mirror(
+                    f"for f in {listed}; do [ -e $f ] && stat -c '%s %n' $f; done; true"
+                ).split()
                 sent_bytes = sum(int(n) for n in sizes[::2])
                 egress_after = manager.egress_packets()
             finally:
