@@ -160,7 +160,7 @@ def main() -> None:
                 steps = {s["step"]: s["seconds"] for s in record["steps"]}
                 log = on_mirror("journalctl -u sovinfra-netboot --no-pager -o cat --since '-3h'")
                 sent = sorted(set(re.findall(rf"sent (\S+) to {re.escape(address)}\b", log)))
-                # The server's own file is gone once it is installed (a few hundred bytes): what is still there.
+                # The server's own file is gone once installed (a few hundred bytes): what is still there.
                 listed = " ".join(sent)
                 sizes = on_mirror(
                     f"for f in {listed}; do [ -e $f ] && stat -c '%s %n' $f; done; true"
