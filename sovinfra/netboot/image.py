@@ -30,7 +30,7 @@ from sovinfra import paths
 from sovinfra.errors import UserError
 from sovinfra.inventory import defaults
 from sovinfra.lab.shell import run
-from sovinfra.mirror import os_tree
+from sovinfra.mirror import os_tree, store
 
 VERSION = 1  # bump to rebuild every image (the recipe changes)
 FILES = ("linux", "installer.img", "rootfs.tar.zst")  # what the netboot host serves, by these names
@@ -74,14 +74,6 @@ def load(directory: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _configure(root: Path) -> None:
     """What every server's OS has before its own files are planted (host key, name, root's keys)."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
@@ -114,8 +106,9 @@ def _installer(root: Path, kernel: str, out: Path) -> None:
     shutil.rmtree(conf)
 
 
-def build(target: Path, source: os_tree.Source, pkgs: list[str], release: str = "bookworm") -> dict[str, Any]:
-    """Make the image into `target` (aside first, then renamed); returns its record."""
+def build(target: Path, source: os_tree.Source, pkgs: list[str], release: str = "") -> dict[str, Any]:
+    """Make the image into `target` (aside first, then renamed); returns its record. `release` names an
+    archive's suite (a snapshot is named by its id)."""
     work = target.with_name(target.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -134,7 +127,7 @@ def build(target: Path, source: os_tree.Source, pkgs: list[str], release: str = 
         "snapshot": source.suite,
         "recipe": recipe(pkgs, source),
         "kernel": kernel,
-        "sha256": {name: sha256_file(work / name) for name in FILES},
+        "sha256": {name: store.hash_file(work / name) for name in FILES},
         "bytes": {name: (work / name).stat().st_size for name in FILES},
     }
     (work / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sovinfra.lab import config
-from sovinfra.mirror import os_tree
+from sovinfra.mirror import os_tree, store
 from sovinfra.netboot import image
 from tests.conftest import ROOT
 
@@ -29,30 +29,21 @@ INSTALL_BUDGET_S = 900  # TCG: the installer's boot, the image over TFTP, unpack
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("netboot-image") / "image"
-    image.build(target, os_tree.Source(config.DEBIAN_MIRROR), image.packages(ROOT / "roles"))
+    image.build(
+        target, os_tree.Source(config.DEBIAN_MIRROR), image.packages(ROOT / "roles"), config.DEFAULT_RELEASE
+    )
     return target
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The server's keys (its host key, the control node's login key) and its files as the netboot role
-    writes them ("path mode base64", hosts/<mac>.install)."""
+    """The TFTP tree with the server's own file as the netboot role writes it ("path mode base64",
+    hosts/<mac>.install): the installer takes it before it erases the disk."""
     work = tmp_path_factory.mktemp("server")
-    for name in ("hostkey", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
-
-    def entry(path: str, mode: str, data: bytes) -> str:
-        return f"{path} {mode} {base64.b64encode(data).decode()}"
-
-    lines = [
-        entry("etc/hostname", "0644", b"pxe9\n"),
-        entry("etc/timezone", "0644", b"Europe/Berlin\n"),
-        entry("root/.ssh/authorized_keys", "0600", (work / "client.pub").read_bytes()),
-        entry("etc/ssh/ssh_host_ed25519_key", "0600", (work / "hostkey").read_bytes()),
-        entry("etc/ssh/ssh_host_ed25519_key.pub", "0644", (work / "hostkey.pub").read_bytes()),
-    ]
     (work / "tftp" / "hosts").mkdir(parents=True)
-    (work / "tftp" / "hosts" / "52-54-00-00-00-09.install").write_text("\n".join(lines) + "\n")
+    name = base64.b64encode(b"pxe9\n").decode()
+    entry = f"etc/hostname 0644 {name}\n"
+    (work / "tftp" / "hosts" / "52-54-00-00-00-09.install").write_text(entry)
     return work
 
 
@@ -92,7 +83,7 @@ def install(built: Path, work: Path, sha256: str, stop_at: str) -> str:
 def test_an_image_that_is_not_the_one_named_is_refused_before_it_is_unpacked(
     built: Path, server: Path
 ) -> None:
-    wrong = image.sha256_file(built / "installer.img")  # a real file's sum, not the image's
+    wrong = store.hash_file(built / "installer.img")  # a real file's sum, not the image's
     console = install(built, server, wrong, "FAILED")
     assert "sovinfra-installer: FAILED: images/S/rootfs.tar.zst: its sha256 is not the one" in console, (
         console[-3000:]
