@@ -132,8 +132,11 @@ def main() -> None:
                 inv = str(inventory(work, address, emulator.url, emulator.ca_file, system, password))
                 install = ("apply", "netboot", "-i", inv, "--limit", "mirror1", "--vault-password-file",
                            vault, "-e", json.dumps({"netboot_install": [HOST]}))  # fmt: skip
-                # The image's kernel is the node's: DKMS builds for it, and the snapshot holds its headers
-                # (the inventory names it, so the sync adds them); then the image of that snapshot.
+                # The snapshot with the netboot host's and the image's packages, the image made from it;
+                # its kernel is then the node's: DKMS builds for it, and the snapshot holds its headers (the
+                # inventory names it, so the sync adds them); then the image of that snapshot.
+                sovinfra("mirror", "packages", "sync", "-i", inv)
+                sovinfra("apply", "mirror", "-i", inv, "--limit", "mirror1")
                 sovinfra(*install)
                 snapshot = apt_snapshots.current(default_store()) or ""
                 kernel = image.load(image.image_dir(default_store(), snapshot))

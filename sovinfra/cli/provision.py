@@ -3,17 +3,19 @@ their BMCs, then converged and verified like every host.
 
 Everything is checked before anything is touched (the servers' netboot and BMC keys, every BMC logged in
 to). Then: each server's ssh host key made and pinned; the netboot host told to install them; each BMC
-asked for one network boot and a power cycle; the netboot service's log watched until each installer has
-taken its server's files; the netboot host told they are installed (their next boot is from their disk,
-whatever the BMC keeps); each server must answer ssh with its planted key within the budget; then `apply site
---limit` and `verify health`. A server that does not come back is reported with the last stage the
-netboot service saw. Run it again after an interruption: every step converges or reads.
+asked for one network boot and a power cycle; the netboot service's log watched, and the netboot host told
+as soon as a server's installer has taken its files that it is installed (its next boot is from its disk,
+whatever the BMC keeps, even while others still install); each server must answer ssh with its planted key
+within the budget; then `apply site --limit` and `verify health`. A server that does not come back is
+reported with the last stage the netboot service saw. Run it again after an interruption: every step
+converges or reads.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,13 +93,17 @@ def _known_hosts(inv: Inventory, host: str) -> tuple[Path, str, int]:
     return Path(opts.known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser(), opts.host, opts.port
 
 
-def _watch(inv: Inventory, clients: list[Any], since: str, deadline: float) -> dict[str, Any]:
-    """Poll the netboot log until every installer has its server's files or the deadline; the progress."""
+def _watch(
+    inv: Inventory, clients: list[Any], since: str, deadline: float, release: Callable[[list[str]], None]
+) -> dict[str, Any]:
+    """Poll the netboot log until every installer has its server's files or the deadline; the progress.
+    `release` is given the servers still installing each time more have taken theirs."""
     from sovinfra.fleet.connection import read_all
     from sovinfra.fleet.netboot import NetbootLog
     from sovinfra.netboot import progress
 
     said: dict[str, str] = {}
+    released: set[str] = set()
     while True:
         reads = read_all(inv, sorted(inv.hosts_in("netboot")), NetbootLog, kwargs={"since": since})
         lines = [line for r in reads.values() if r.reachable for line in r.value or []]  # none yet: None
@@ -108,6 +114,9 @@ def _watch(inv: Inventory, clients: list[Any], since: str, deadline: float) -> d
                 said[host] = p.stage
         if all(p.stage == "files" for p in seen.values()) or time.monotonic() > deadline:
             return seen
+        if (installing := progress.to_release(seen, released)) is not None:
+            release(installing)
+            released = set(seen) - set(installing)
         time.sleep(POLL_S)
 
 
@@ -179,10 +188,18 @@ def provision(
     for host in chosen:  # the key the installer plants: the first answer is already known
         known, address, port = _known_hosts(inv, host)
         hostkeys.pin(known, address, port, hostkeys.ensure(roles_dir, host))
-    steps = [
-        run_step("provision", "netboot: install", ["apply", "netboot", *common, "--limit", netboot_hosts,
-                 "-e", json.dumps({"netboot_install": chosen})]),
-    ]  # fmt: skip
+
+    def netboot(step: str, installing: list[str]) -> dict[str, Any]:
+        """The netboot host told which servers to install (the others boot from their disks)."""
+        extra = json.dumps({"netboot_install": installing})
+        return run_step(
+            "provision", step, ["apply", "netboot", *common, "--limit", netboot_hosts, "-e", extra]
+        )
+
+    def release(installing: list[str]) -> None:
+        steps.append(netboot("netboot: some installed", installing))
+
+    steps = [netboot("netboot: install", chosen)]
     seen: dict[str, Any] = {}
     unanswered: dict[str, str] = dict.fromkeys(chosen, "not installed")
     if steps[-1]["exit_code"] == 0:
@@ -192,12 +209,11 @@ def provision(
                 redfish.boot_once(session, "pxe")
                 redfish.power(session, "cycle")
             since = started.strftime("%Y-%m-%d %H:%M:%S UTC")
-            seen = _watch(inv, clients, since, deadline)
+            seen = _watch(inv, clients, since, deadline, release)
         except redfish.BmcError as exc:
             steps.append({"step": "bmc", "exit_code": 1, "seconds": 0, "result": {"error": str(exc)}})
         finally:  # whatever happened, the next boot is from the disk
-            steps.append(run_step("provision", "netboot: installed", ["apply", "netboot", *common, "--limit",
-                                  netboot_hosts, "-e", json.dumps({"netboot_install": []})]))  # fmt: skip
+            steps.append(netboot("netboot: installed", []))
         if seen and all(p.stage == "files" for p in seen.values()):
             click.echo("== provision: waiting for the installed servers to answer ssh", err=True)
             unanswered = _wait_for_ssh(inv, chosen, deadline)

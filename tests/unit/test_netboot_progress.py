@@ -64,3 +64,17 @@ def test_a_proxy_naming_the_boot_file_is_the_dhcp_stage_its_menu_offer_is_not() 
         ("2026-12-04T13:10:35+0000", "52:54:00:5f:02:02", "boot.ipxe"),
     ]
     assert progress.read(uefi, CLIENTS)["pxe2"].seen == {"dhcp": "2026-12-04T13:10:35+0000"}
+
+
+def test_a_server_is_let_go_once_it_has_its_files_while_the_others_still_install() -> None:
+    def at(**stages: str) -> dict[str, progress.Progress]:
+        return {h: progress.Progress(h, {s: "t"} if s else {}) for h, s in stages.items()}
+
+    # pxe2 took its files: the netboot host is told to install only the others (its next boot is its disk).
+    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), set()) == ["pxe1", "pxe3"]
+    # Told once: nothing new, nothing to say (one converge of the netboot host per change, not per poll).
+    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), {"pxe2"}) is None
+    assert progress.to_release(at(pxe1="files", pxe2="files", pxe3="dhcp"), {"pxe2"}) == ["pxe3"]
+    # None yet, or all at once: the caller's last step says "installed" for all.
+    assert progress.to_release(at(pxe1="ipxe", pxe2="dhcp"), set()) is None
+    assert progress.to_release(at(pxe1="files", pxe2="files"), {"pxe1"}) is None
