@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.lab import config
-from sovinfra.lab.shell import run
 
 MARKER = ".sovinfra-base"
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.errors import UserError
 from sovinfra.lab import config
-from sovinfra.lab.shell import run
 from sovinfra.mirror import os_tree
 from sovinfra.mirror.os_tree import Source
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.lab import base
-from sovinfra.lab.shell import run
 
 # What building a Python package with C/C++ parts needs on Debian.
 BUILD_PACKAGES = ("build-essential", "cmake", "python3-dev", "python3-pip", "python3-venv")

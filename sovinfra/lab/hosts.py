@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.errors import UserError
 from sovinfra.lab import cgroups, config, processes
 from sovinfra.lab.config import HostPlan
-from sovinfra.lab.shell import run
 
 # Container runtimes' state: overlayfs cannot use the host's overlay root as its upper dir, so these are
 # plain directories of this machine bound into the host.

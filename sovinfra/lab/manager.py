@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.errors import UserError
 from sovinfra.lab import (
     aptproxy,
@@ -23,7 +24,6 @@ from sovinfra.lab import (
     vm,
 )
 from sovinfra.lab import inventory as lab_inventory
-from sovinfra.lab.shell import run
 
 Log = Callable[[str], None]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sovinfra.commands import run
 from sovinfra.lab import config
-from sovinfra.lab.shell import run
 
 
 def bridge_exists() -> bool:

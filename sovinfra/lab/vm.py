@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sovinfra import atomic, paths
+from sovinfra.commands import run
 from sovinfra.errors import UserError
 from sovinfra.lab import box, config, state
-from sovinfra.lab.shell import run
 
 Log = Callable[[str], None]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovinfra.lab.shell import run
+from sovinfra.commands import run
 
 
 @dataclass(frozen=True)

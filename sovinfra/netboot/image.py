@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from sovinfra import paths
+from sovinfra.commands import run
 from sovinfra.errors import UserError
 from sovinfra.inventory import defaults
-from sovinfra.lab.shell import run
 from sovinfra.mirror import os_tree, store
 
 VERSION = 1  # bump to rebuild every image (the recipe changes)

@@ -1,4 +1,4 @@
-"""Running host commands for the lab, with errors a person can read."""
+"""Running commands on the control node (the lab, image and tree builders), with errors a person can read."""
 
 from __future__ import annotations
 
