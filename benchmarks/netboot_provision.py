@@ -135,8 +135,11 @@ def main() -> None:
                 # The snapshot with the netboot host's and the image's packages, the image made from it;
                 # its kernel is then the node's: DKMS builds for it, and the snapshot holds its headers (the
                 # inventory names it, so the sync adds them); then the image of that snapshot.
+                # (the whole site on the mirror host, as an operator adds network boot: apt onto the new
+                # snapshot, then the netboot service).
                 sovinfra("mirror", "packages", "sync", "-i", inv)
-                sovinfra("apply", "mirror", "-i", inv, "--limit", "mirror1")
+                sovinfra("apply", "-i", inv, "--limit", "mirror1", "--no-lock", "--vault-password-file",
+                         vault)  # fmt: skip
                 sovinfra(*install)
                 snapshot = apt_snapshots.current(default_store()) or ""
                 kernel = image.load(image.image_dir(default_store(), snapshot))
