@@ -132,11 +132,11 @@ def main() -> None:
                 inv = str(inventory(work, address, emulator.url, emulator.ca_file, system, password))
                 install = ("apply", "netboot", "-i", inv, "--limit", "mirror1", "--vault-password-file",
                            vault, "-e", json.dumps({"netboot_install": [HOST]}))  # fmt: skip
-                # The snapshot with the netboot host's and the image's packages, the image made from it;
-                # its kernel is then the node's: DKMS builds for it, and the snapshot holds its headers (the
-                # inventory names it, so the sync adds them); then the image of that snapshot.
-                # (the whole site on the mirror host, as an operator adds network boot: apt onto the new
-                # snapshot, then the netboot service).
+                # As an operator adds network boot: the snapshot with the netboot host's and the image's
+                # packages, the whole site on the mirror host (base moves apt onto it, then the netboot
+                # service), the image made from it. Its kernel is then the node's: DKMS builds for it, and
+                # the snapshot holds its headers (the inventory names it, so the sync adds them); then the
+                # image of that snapshot.
                 sovinfra("mirror", "packages", "sync", "-i", inv)
                 sovinfra("apply", "-i", inv, "--limit", "mirror1", "--no-lock", "--vault-password-file",
                          vault)  # fmt: skip
