@@ -78,3 +78,23 @@ def test_a_server_is_let_go_once_it_has_its_files_while_the_others_still_install
     # None yet, or all at once: the caller's last step says "installed" for all.
     assert progress.to_release(at(pxe1="ipxe", pxe2="dhcp"), set()) is None
     assert progress.to_release(at(pxe1="files", pxe2="files"), {"pxe1"}) is None
+
+
+def test_a_lab_recording_lets_the_first_server_go_while_the_other_still_installs() -> None:
+    """The lab's own log of two servers installed at once, replayed as provision's polls read it: the
+    first to take its files is released on its own, the second only by the last step."""
+    lines = (FIXTURES / "netboot_journal_lab.log").read_text().splitlines()
+    clients = CLIENTS[:2]
+    seen = progress.read(lines, clients)
+    assert {h: p.stage for h, p in seen.items()} == {"pxe1": "files", "pxe2": "files"}
+    assert seen["pxe1"].seen["files"] < seen["pxe2"].seen["files"]
+    assert not seen["pxe1"].errors and not seen["pxe2"].errors  # OVMF's aborted first transfer is no error
+    stamps = sorted({line.split()[0] for line in lines if not line.startswith("#")})
+    released: set[str] = set()
+    told = []
+    for stamp in stamps:
+        at = progress.read([line for line in lines if line.split()[0] <= stamp], clients)
+        if (installing := progress.to_release(at, released)) is not None:
+            told.append((stamp, installing))
+            released = set(at) - set(installing)
+    assert told == [(seen["pxe1"].seen["files"], ["pxe2"])]
