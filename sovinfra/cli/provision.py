@@ -103,7 +103,7 @@ def _watch(
     from sovinfra.netboot import progress
 
     said: dict[str, str] = {}
-    released: set[str] = set()
+    told = sorted(c.host for c in clients)  # what the netboot host was told to install
     while True:
         reads = read_all(inv, sorted(inv.hosts_in("netboot")), NetbootLog, kwargs={"since": since})
         lines = [line for r in reads.values() if r.reachable for line in r.value or []]  # none yet: None
@@ -114,9 +114,9 @@ def _watch(
                 said[host] = p.stage
         if all(p.stage == "files" for p in seen.values()) or time.monotonic() > deadline:
             return seen
-        if (installing := progress.to_release(seen, released)) is not None:
+        if (installing := progress.to_release(seen, told)) is not None:
             release(installing)
-            released = set(seen) - set(installing)
+            told = installing
         time.sleep(POLL_S)
 
 

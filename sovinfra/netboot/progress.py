@@ -114,12 +114,10 @@ def read(lines: list[str], clients: list[Client]) -> dict[str, Progress]:
     return found
 
 
-def to_release(seen: dict[str, Progress], released: set[str]) -> list[str] | None:
-    """The servers still installing, when one more has taken its files since the servers in `released`
-    were let go (None otherwise, and once all have: the last release is the caller's whatever happened).
-    A server whose installer reboots before the others finish would boot into a second install: the netboot
-    host is told at once, one converge per change rather than per poll."""
-    done = {h for h, p in seen.items() if p.stage == "files"}
-    if not done - released or done == set(seen):
-        return None
-    return sorted(set(seen) - done)
+def to_release(seen: dict[str, Progress], told: list[str]) -> list[str] | None:
+    """The servers still installing, when that is fewer than the netboot host was last `told` to install
+    (None otherwise, and once none is: the caller's last step tells it, whatever happened). A server whose
+    installer reboots before the others finish would boot into a second install: the netboot host is told
+    at once, one converge per change rather than per poll."""
+    installing = sorted(h for h, p in seen.items() if p.stage != "files")
+    return installing if installing and installing != sorted(told) else None

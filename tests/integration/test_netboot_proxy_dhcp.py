@@ -73,21 +73,8 @@ def wire(tag: str, roles: tuple[str, ...]) -> dict[str, str]:
     ip("-n", names["sw"], "link", "set", "br0", "up")
     for role in roles:
         link = f"{role}-0"
-        ip(
-            "-n",
-            names["sw"],
-            "link",
-            "add",
-            f"to-{role}",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            link,
-            "netns",
-            names[role],
-        )
-
+        veth = ("link", "add", f"to-{role}", "type", "veth", "peer", "name", link, "netns", names[role])
+        ip("-n", names["sw"], *veth)
         ip("-n", names["sw"], "link", "set", f"to-{role}", "master", "br0", "up")
         ip("-n", names[role], "link", "set", link, "up")
     return names

@@ -71,13 +71,14 @@ def test_a_server_is_let_go_once_it_has_its_files_while_the_others_still_install
         return {h: progress.Progress(h, {s: "t"} if s else {}) for h, s in stages.items()}
 
     # pxe2 took its files: the netboot host is told to install only the others (its next boot is its disk).
-    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), set()) == ["pxe1", "pxe3"]
+    everyone = ["pxe1", "pxe2", "pxe3"]
+    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), everyone) == ["pxe1", "pxe3"]
     # Told once: nothing new, nothing to say (one converge of the netboot host per change, not per poll).
-    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), {"pxe2"}) is None
-    assert progress.to_release(at(pxe1="files", pxe2="files", pxe3="dhcp"), {"pxe2"}) == ["pxe3"]
+    assert progress.to_release(at(pxe1="installer", pxe2="files", pxe3=""), ["pxe1", "pxe3"]) is None
+    assert progress.to_release(at(pxe1="files", pxe2="files", pxe3="dhcp"), ["pxe1", "pxe3"]) == ["pxe3"]
     # None yet, or all at once: the caller's last step says "installed" for all.
-    assert progress.to_release(at(pxe1="ipxe", pxe2="dhcp"), set()) is None
-    assert progress.to_release(at(pxe1="files", pxe2="files"), {"pxe1"}) is None
+    assert progress.to_release(at(pxe1="ipxe", pxe2="dhcp"), ["pxe1", "pxe2"]) is None
+    assert progress.to_release(at(pxe1="files", pxe2="files"), ["pxe2"]) is None
 
 
 def test_a_lab_recording_lets_the_first_server_go_while_the_other_still_installs() -> None:
@@ -90,11 +91,10 @@ def test_a_lab_recording_lets_the_first_server_go_while_the_other_still_installs
     assert seen["pxe1"].seen["files"] < seen["pxe2"].seen["files"]
     assert not seen["pxe1"].errors and not seen["pxe2"].errors  # OVMF's aborted first transfer is no error
     stamps = sorted({line.split()[0] for line in lines if not line.startswith("#")})
-    released: set[str] = set()
-    told = []
+    told, releases = ["pxe1", "pxe2"], []
     for stamp in stamps:
         at = progress.read([line for line in lines if line.split()[0] <= stamp], clients)
-        if (installing := progress.to_release(at, released)) is not None:
-            told.append((stamp, installing))
-            released = set(at) - set(installing)
-    assert told == [(seen["pxe1"].seen["files"], ["pxe2"])]
+        if (installing := progress.to_release(at, told)) is not None:
+            releases.append((stamp, installing))
+            told = installing
+    assert releases == [(seen["pxe1"].seen["files"], ["pxe2"])]
